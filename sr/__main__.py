@@ -1,0 +1,5 @@
+"""`python -m sr` runs the `sr` command."""
+
+from sr.cli import main
+
+raise SystemExit(main())

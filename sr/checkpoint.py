@@ -1,0 +1,124 @@
+"""Reading weight files safely into a flat state dict of tensors.
+
+`.pth/.pt/.ckpt` go through `torch.load(weights_only=True)` only, so a pickle that needs arbitrary objects is
+refused and never executed; `.safetensors` through safetensors. Wrappers are unwrapped EMA first, as BasicSR
+and spandrel do, and DataParallel / GAN prefixes are stripped.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import pickletools
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+# Checked in this order at each level: EMA weights win over raw ones (BasicSR saves both).
+WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net")
+PREFIXES = ("module.", "netG.")
+SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be read as a state dict; the message is one line naming the file."""
+
+
+def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped and with prefixes stripped.
+
+    `key` picks a top-level entry (BasicSR's `param_key_g`, e.g. 'params'); by default EMA weights win.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file")
+    if path.suffix.lower() == ".safetensors":
+        raw = _read_safetensors(path)
+    else:
+        raw = _read_torch(path)
+    if key is not None:
+        if not isinstance(raw, dict) or not isinstance(raw.get(key), dict):
+            keys = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            raise CheckpointError(f"{path}: has no '{key}' entry (top level: {keys})")
+        raw = raw[key]
+    return _flatten(raw, path)
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(error)})") from None
+
+
+def _read_torch(path: Path) -> object:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if _calls_python_objects(path):
+            raise CheckpointError(
+                f"{path}: refused: the pickle would create arbitrary Python objects (unsafe; only plain "
+                "weight files are loaded, convert it with a trusted tool)"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+
+
+_OBJECT_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _calls_python_objects(path: Path) -> bool:
+    """Whether the pickle stream (legacy file, or data.pkl of a zip checkpoint) imports or calls objects.
+
+    Only disassembles the opcodes; nothing is executed. A stream that is not a pickle at all gives False.
+    """
+    data = path.read_bytes()
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if name is None:
+                return False
+            data = archive.read(name)
+    try:
+        return any(op.name in _OBJECT_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - any malformed stream just means "not a pickle"
+        return False
+
+
+def _flatten(raw: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(raw, dict):
+        inner = next((raw[k] for k in WRAPPER_KEYS if isinstance(raw.get(k), dict)), None)
+        if inner is None:
+            break
+        raw = inner
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: holds a {type(raw).__name__}, not a dict of weights")
+    tensors = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: contains no weight tensors")
+    return {_strip_prefixes(k): v for k, v in tensors.items()}
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

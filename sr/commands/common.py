@@ -1,0 +1,56 @@
+"""Pieces shared by subcommands: loading a model with a one-line error, device and thread setup."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument(
+        "-m",
+        "--model",
+        required=required,
+        help="weight file (.pth/.pt/.ckpt/.safetensors) or a model name from `sr models`",
+    )
+    parser.add_argument(
+        "-s",
+        "--scale",
+        type=int,
+        choices=(2, 3, 4, 8),
+        help="upscaling factor, needed only where the weights do not tell (PAN x2 vs x3)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
+
+
+def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tile", type=int, help="LR tile side in pixels; 0 = no tiling (default: tile images above 512x512)"
+    )
+    parser.add_argument(
+        "--tile-overlap", type=int, default=64, help="LR pixels shared by neighbouring tiles (default: 64)"
+    )
+
+
+def error(message: str) -> None:
+    """Print a one-line error to stderr."""
+    print(f"sr: error: {message}", file=sys.stderr)
+
+
+def load_or_report(args: argparse.Namespace):
+    """The LoadedModel for `args`, or None after printing a one-line error."""
+    import torch
+
+    from sr.loading import ModelLoadError, load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        error(f"--device {args.device}: CUDA is not available on this machine")
+        return None
+    try:
+        return load_model(args.model, scale=args.scale, device=args.device)
+    except ModelLoadError as problem:
+        error(str(problem))
+        return None

@@ -1,0 +1,96 @@
+"""`sr test` reproduces the official PAN checkpoints' numbers on the benchmark files (REFERENCE §3.3, §7)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from sr.evaluate import dataset_dirs, evaluate_set, find_pairs
+
+# REFERENCE §7: official network code + official weights on these exact files, metric as §2.
+ANCHORS = {
+    (2, "Set5"): (38.0007, 0.9605),
+    (2, "Set14"): (33.5968, 0.9180),
+    (2, "B100"): (32.1893, 0.8998),
+    (3, "Set5"): (34.4003, 0.9272),
+    (3, "Set14"): (30.3580, 0.8422),
+    (3, "B100"): (29.1134, 0.8051),
+    (4, "Set5"): (32.1311, 0.8948),
+    (4, "Set14"): (28.6148, 0.7822),
+    (4, "B100"): (27.5989, 0.7365),
+    (4, "Urban100"): (26.1102, 0.7855),
+}
+SET5_X4 = {"baby": 33.7761, "bird": 35.0000, "butterfly": 28.3496, "head": 32.9625, "woman": 30.5675}
+
+
+@pytest.fixture(scope="module")
+def benchmarks(shared_dir):
+    return shared_dir / "data" / "benchmarks"
+
+
+def test_pan_x4_set5_per_image(pan_x4, benchmarks):
+    result = evaluate_set(pan_x4, "Set5", find_pairs(*dataset_dirs("Set5", 4, benchmarks)))
+    assert {s.name: round(s.psnr, 4) for s in result.scores} == pytest.approx(SET5_X4, abs=0.005)
+    assert result.psnr == pytest.approx(32.1311, abs=0.005)
+    assert result.ssim == pytest.approx(0.8948, abs=0.001)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scale", "name"), sorted(ANCHORS))
+def test_pan_anchor(pan_weights, benchmarks, scale, name):
+    import sr
+
+    net = sr.load_model(pan_weights / f"PANx{scale}_DF2K.pth")
+    result = evaluate_set(net, name, find_pairs(*dataset_dirs(name, scale, benchmarks)))
+    want_psnr, want_ssim = ANCHORS[scale, name]
+    assert result.psnr == pytest.approx(want_psnr, abs=0.005)
+    assert result.ssim == pytest.approx(want_ssim, abs=0.001)
+
+
+def test_sr_test_with_a_basicsr_options_file(shared_dir, tmp_path):
+    """The shipped test options run from a BasicSR-style tree: datasets/ links, zoo fallback for weights."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "Set5").symlink_to(shared_dir / "data" / "benchmarks" / "Set5")
+    options = tmp_path / "test_PAN_x4_set5.yml"
+    text = open(os.path.join(project, "options", "test", "PAN", "test_PAN_x4.yml")).read()
+    options.write_text(text.split("  test_2:")[0] + "\nnetwork_g:" + text.split("\nnetwork_g:")[1])
+    env = {**os.environ, "SR_MODELS_DIR": str(shared_dir / "weights" / "PAN")}
+    result = subprocess.run(
+        [sys.executable, "-m", "sr", "test", "-opt", str(options), "--per-image"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"butterfly +28\.3496 ", result.stdout)
+    assert re.search(r"mean +32\.1311 +0\.8948 ", result.stdout)
+
+
+def test_sr_test_reports_missing_sets_on_one_line(pan_weights, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sr",
+            "test",
+            "-m",
+            str(pan_weights / "PANx4_DF2K.pth"),
+            "--dataset",
+            "Manga109",
+            "--datasets-root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"sr: error: Manga109 x4: not found (looked for {tmp_path}/Manga109/"
+        "LR_bicubic/X4; see datasets/README.md)"
+    )
