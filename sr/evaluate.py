@@ -72,6 +72,10 @@ def find_pairs(hr_dir: Path, lr_dir: Path, filename_tmpl: str = "{}") -> list[tu
     return pairs
 
 
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
 def score_image(
     net: LoadedModel,
     lr: Image,
@@ -86,11 +90,10 @@ def score_image(
 
     from sr.upscale import image_to_tensor, tensor_to_image, upscale_tensor
 
-    rgb = np.repeat(lr.pixels, 3, axis=2) if lr.pixels.shape[2] == 1 else lr.pixels
-    out = upscale_tensor(net, image_to_tensor(rgb), tile=tile, tile_overlap=tile_overlap)
+    out = upscale_tensor(net, image_to_tensor(_as_rgb(lr.pixels)), tile=tile, tile_overlap=tile_overlap)
     sr_u8 = to_uint8(tensor_to_image(out.to(torch.float32)))
     h, w = sr_u8.shape[:2]
-    hr_u8 = to_uint8(hr.pixels[:h, :w])
+    hr_u8 = to_uint8(_as_rgb(hr.pixels)[:h, :w])
     if hr_u8.shape[:2] != (h, w):
         raise DatasetError(
             f"HR image is smaller ({hr.pixels.shape[1]}x{hr.pixels.shape[0]}) than scale x LR ({w}x{h})"

@@ -1,4 +1,7 @@
-"""The inference engine: tensor in, tensor out, with padding to the network's multiple and blended tiling.
+"""The inference engine: tensor in, tensor out, with blended tiling for large inputs.
+
+Networks accept any input size and pad to their window themselves, the way their official model files do,
+so results match the official code; the engine only rounds tile sides to the network's `multiple_of`.
 
 Large inputs are cut into overlapping tiles whose outputs are blended with linear ramps across each overlap,
 so memory stays bounded and seams do not show. Pixels next to a tile's cut edge get no weight, so for
@@ -11,7 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sr.loading import LoadedModel
 
@@ -46,15 +48,6 @@ def _ramp(length: int, start_overlap: int, end_overlap: int) -> torch.Tensor:
     return weight
 
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if not (pad_h or pad_w):
-        return x
-    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
-
 def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -70,7 +63,8 @@ def upscale_tensor(
 ) -> torch.Tensor:
     """Super-resolve `lr` (N, C, H, W, values in [0, 1]) to (N, C, sH, sW) float32 on the model's device.
 
-    `tile`: LR tile side (rounded down to the network's multiple); None picks AUTO_TILE for large inputs,
+    `tile`: LR tile side (rounded down to the network's multiple_of, so tiles need no padding; the
+    image edge tiles are shifted inwards); None picks AUTO_TILE for large inputs,
     0 disables tiling. `tile_overlap`: LR pixels shared by neighbouring tiles (at most half a tile); the
     outer quarter of each overlap is discarded, so it should exceed 4x the network's effective reach
     (PAN: ~16 LR px). The output is not clamped.
@@ -79,19 +73,18 @@ def upscale_tensor(
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" and net.supports_bf16 else torch.float32)
     n, c, h, w = lr.shape
     s, m = net.scale, net.multiple_of
-    x = _pad_to_multiple(lr.to(device, torch.float32), m)
-    ph, pw = x.shape[-2:]
+    x = lr.to(device, torch.float32)
     if tile is None:
-        tile = AUTO_TILE if ph * pw > AUTO_TILE * AUTO_TILE else 0
+        tile = AUTO_TILE if h * w > AUTO_TILE * AUTO_TILE else 0
     tile = max(tile // m * m, m) if tile else 0
     with torch.inference_mode(), _autocast(device, dtype):
-        if not tile or (tile >= ph and tile >= pw):
+        if not tile or (tile >= h and tile >= w):
             out = net.model(x).float()
             if progress:
                 progress(1, 1)
         else:
-            out = _tiled(net.model, x, s, min(tile, ph), min(tile, pw), tile_overlap, progress)
-    return out[..., : h * s, : w * s]
+            out = _tiled(net.model, x, s, min(tile, h), min(tile, w), tile_overlap, progress)
+    return out
 
 
 def _tiled(

@@ -94,3 +94,20 @@ def test_sr_test_reports_missing_sets_on_one_line(pan_weights, tmp_path):
         f"sr: error: Manga109 x4: not found (looked for {tmp_path}/Manga109/"
         "LR_bicubic/X4; see datasets/README.md)"
     )
+
+
+def test_grayscale_pairs_are_scored_as_replicated_rgb(pan_x4, benchmarks):
+    """Set14 `bridge` is mode L in HR and LR: both are replicated to RGB, like OpenCV colour reading."""
+    import numpy as np
+
+    from sr.evaluate import score_image
+    from sr.imageio import Image, read_image
+
+    lr = read_image(benchmarks / "Set14" / "LR_bicubic" / "X4" / "bridge.png")
+    hr = read_image(benchmarks / "Set14" / "HR" / "bridge.png")
+    assert lr.pixels.shape[2] == hr.pixels.shape[2] == 1
+    lr_crop, hr_crop = lr.pixels[:24, :30], hr.pixels[:96, :120]
+    gray, _ = score_image(pan_x4, Image(lr_crop), Image(hr_crop), 4)
+    rgb, _ = score_image(pan_x4, Image(np.repeat(lr_crop, 3, 2)), Image(np.repeat(hr_crop, 3, 2)), 4)
+    assert gray == rgb
+    assert 20 < gray.psnr < 40
