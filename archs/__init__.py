@@ -6,10 +6,10 @@ SwinIR), so the first family whose `detect` accepts a state dict owns it.
 
 from __future__ import annotations
 
-from archs import pan
+from archs import han, pan, rcan
 from archs.registry import Family, MissingHyperParameter, StateDict, UnknownArchitecture
 
-FAMILIES: tuple[Family, ...] = (pan.FAMILY,)
+FAMILIES: tuple[Family, ...] = (han.FAMILY, rcan.FAMILY, pan.FAMILY)
 
 
 def get_family(name: str) -> Family:

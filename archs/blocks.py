@@ -1,0 +1,122 @@
+"""Blocks shared by several families: convolution, mean shift, channel attention, upsamplers, MLP.
+
+Module and parameter names follow the official code that uses each block, so checkpoints load strictly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from archs.registry import MissingHyperParameter, StateDict, shape
+
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def default_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
+    """A 'same'-padded convolution with bias (EDSR-PyTorch's `default_conv`)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+
+class MeanShift(nn.Conv2d):
+    """Adds (sign=+1) or subtracts (sign=-1) `rgb_range * mean / std` per channel as a frozen 1x1 convolution.
+
+    Weight and bias are parameters since the official checkpoints store them (`sub_mean`, `add_mean`), and
+    are frozen as the authors meant (their `self.requires_grad = False` froze nothing, so the stored values
+    may have drifted in training: always load them, never recompute them).
+    """
+
+    def __init__(self, rgb_range: float, rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN,
+                 rgb_std: tuple[float, float, float] = (1.0, 1.0, 1.0), sign: int = -1) -> None:
+        super().__init__(3, 3, kernel_size=1)
+        std = torch.tensor(rgb_std)
+        with torch.no_grad():
+            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1) / std.view(3, 1, 1, 1))
+            self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean) / std)
+        self.requires_grad_(False)
+
+
+def _gate(channels: int, squeezed: int) -> list[nn.Module]:
+    return [nn.Conv2d(channels, squeezed, 1), nn.ReLU(inplace=True), nn.Conv2d(squeezed, channels, 1),
+            nn.Sigmoid()]
+
+
+class ChannelAttention(nn.Module):
+    """x times sigmoid(conv(relu(conv(mean_hw(x))))) per channel: RCAN's `CALayer`, keys `conv_du.{0,2}`."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_du = nn.Sequential(*_gate(channels, channels // reduction))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv_du(self.avg_pool(x))
+
+
+class PooledChannelAttention(nn.Module):
+    """The same gate laid out as BasicSR's and HAT's `ChannelAttention` (keys `attention.{1,3}`)."""
+
+    def __init__(self, channels: int, squeeze_factor: int = 16) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_gate(channels, channels // squeeze_factor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(x)
+
+
+class Upsampler(nn.Sequential):
+    """Pixel-shuffle upsampler: log2(scale) x (3x3 conv to 4n, shuffle 2) for powers of two, or one x3 step.
+
+    Keys `<name>.0`, `<name>.2`, ... as EDSR-PyTorch's `Upsampler` and BasicSR's `Upsample`.
+    """
+
+    def __init__(self, scale: int, n_feats: int) -> None:
+        layers: list[nn.Module] = []
+        if scale >= 2 and (scale & (scale - 1)) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [default_conv(n_feats, 4 * n_feats, 3), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [default_conv(n_feats, 9 * n_feats, 3), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"the pixel-shuffle upsampler supports scales 2^n and 3, not {scale}")
+        super().__init__(*layers)
+
+
+def upsampler_scale(state_dict: StateDict, prefix: str) -> int:
+    """The scale of the `Upsampler` whose keys start with `prefix` (e.g. 'tail.0.'), from its conv shapes."""
+    scale = 1
+    index = 0
+    while f"{prefix}{index}.weight" in state_dict:
+        out_channels, in_channels = shape(state_dict, f"{prefix}{index}.weight")[:2]
+        step = math.isqrt(out_channels // in_channels)
+        if step * step * in_channels != out_channels or step not in (2, 3):
+            raise MissingHyperParameter(f"cannot tell the scale: {prefix}{index}.weight maps {in_channels} "
+                                        f"to {out_channels} channels, not a x2 or x3 pixel-shuffle step")
+        scale *= step
+        index += 2
+    if scale == 1 or (scale != 3 and scale & (scale - 1)):
+        raise MissingHyperParameter(f"cannot tell the scale: the upsampler {prefix!r} is neither x2^n nor x3")
+    return scale
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward: Linear → GELU → Linear (keys `fc1`, `fc2`, as timm / Swin / SwinIR)."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class UpsampleOneStep(nn.Sequential):
+    """Lightweight upsampler: one 3x3 conv to scale²·out channels, then pixel shuffle (SwinIR's
+    `UpsampleOneStep`, 'pixelshuffledirect'); keys `<name>.0`."""
+
+    def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
+        super().__init__(nn.Conv2d(num_feat, scale * scale * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))

@@ -1,0 +1,147 @@
+"""RCAN, residual channel attention network (Zhang et al., ECCV 2018), keyed as the official weights.
+
+Official code: yulunzhang/RCAN `RCAN_TestCode/code/model/rcan.py`; BasicSR's renamed checkpoints load through
+`remap_keys`. Input and output are RGB in [0, 1]; inside, as in the authors' code, it works in 0..rgb_range
+(255): `forward` multiplies by rgb_range on the way in and divides on the way out.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from archs.blocks import DIV2K_RGB_MEAN, ChannelAttention, MeanShift, Upsampler, default_conv, upsampler_scale
+from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
+
+
+class RCAB(nn.Module):
+    """Residual channel attention block: conv, ReLU, conv, channel attention, plus the input."""
+
+    def __init__(self, n_feats: int, reduction: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(default_conv(n_feats, n_feats, 3), nn.ReLU(inplace=True),
+                                  default_conv(n_feats, n_feats, 3), ChannelAttention(n_feats, reduction))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+class ResidualGroup(nn.Module):
+    """`n_resblocks` RCABs and a closing conv, plus the input (`body.{0..n-1}` blocks, `body.n` conv)."""
+
+    def __init__(self, n_feats: int, n_resblocks: int, reduction: int) -> None:
+        super().__init__()
+        blocks = [RCAB(n_feats, reduction) for _ in range(n_resblocks)]
+        self.body = nn.Sequential(*blocks, default_conv(n_feats, n_feats, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+class RCAN(nn.Module):
+    """RCAN: mean shift, head conv, `n_resgroups` residual groups and a conv with a long skip, upsampler."""
+
+    def __init__(self, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64, reduction: int = 16,
+                 scale: int = 4, rgb_range: float = 255.0,
+                 rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN) -> None:
+        super().__init__()
+        self.rgb_range = rgb_range
+        self.sub_mean = MeanShift(rgb_range, rgb_mean, sign=-1)
+        self.add_mean = MeanShift(rgb_range, rgb_mean, sign=1)
+        self.head = nn.Sequential(default_conv(3, n_feats, 3))
+        groups = [ResidualGroup(n_feats, n_resblocks, reduction) for _ in range(n_resgroups)]
+        self.body = nn.Sequential(*groups, default_conv(n_feats, n_feats, 3))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.sub_mean(x * self.rgb_range))
+        x = self.tail(self.body(x) + x)
+        return self.add_mean(x) / self.rgb_range
+
+
+# Keys only HAN has; RCAN's own keys are a subset of HAN's, so RCAN refuses these whatever the registry order.
+_HAN_KEYS = ("la.gamma", "csa.gamma", "csa.conv.weight", "last_conv.weight")
+_OFFICIAL_KEYS = ("head.0.weight", "body.0.body.0.body.0.weight", "body.0.body.0.body.3.conv_du.0.weight",
+                  "tail.0.0.weight", "tail.1.weight", "sub_mean.weight", "add_mean.weight")
+_BASICSR_KEYS = ("conv_first.weight", "body.0.residual_group.0.rcab.0.weight",
+                 "body.0.residual_group.0.rcab.3.attention.1.weight", "body.0.conv.weight",
+                 "conv_after_body.weight", "upsample.0.weight", "conv_last.weight")
+
+
+def detect(state_dict: StateDict) -> bool:
+    if any(key in state_dict for key in _HAN_KEYS):
+        return False
+    return all(key in state_dict for key in _OFFICIAL_KEYS) or all(key in state_dict for key in _BASICSR_KEYS)
+
+
+def _rgb_range(state_dict: StateDict) -> float:
+    """1 or 255, read off `add_mean.bias` = rgb_range * mean (the only two ranges EDSR-style code uses)."""
+    ratio = float(state_dict["add_mean.bias"].double().sum()) / sum(DIV2K_RGB_MEAN)
+    for rgb_range in (255.0, 1.0):
+        if rgb_range / 2 < ratio < rgb_range * 2:
+            return rgb_range
+    raise MissingHyperParameter(f"cannot tell rgb_range: add_mean.bias is {ratio:.4g} x the DIV2K mean, "
+                                "neither about 1 nor about 255")
+
+
+def official_params(state_dict: StateDict, scale: int | None, name: str = "RCAN") -> dict:
+    """RCAN's (and HAN's) constructor arguments, read off official-named weights; `scale` must agree."""
+    n_feats = shape(state_dict, "head.0.weight")[0]
+    squeezed = shape(state_dict, "body.0.body.0.body.3.conv_du.0.weight")[0]
+    reduction = n_feats // squeezed
+    if n_feats // reduction != squeezed:
+        raise MissingHyperParameter(f"cannot tell the reduction: {n_feats} channels squeezed to {squeezed}")
+    found = upsampler_scale(state_dict, "tail.0.")
+    if scale not in (None, found):
+        raise MissingHyperParameter(f"these {name} weights are x{found}, not x{scale}")
+    return {"n_resgroups": count_prefixed(state_dict, "body.") - 1,
+            "n_resblocks": count_prefixed(state_dict, "body.0.body.") - 1,
+            "n_feats": n_feats, "reduction": reduction, "scale": found, "rgb_range": _rgb_range(state_dict)}
+
+
+def remap_keys(state_dict: StateDict) -> StateDict:
+    """BasicSR's RCAN key names mapped onto the official ones; official-named weights pass through unchanged.
+
+    BasicSR's RCAN has no mean-shift convolutions: it computes (x - mean) * 255 and y / 255 + mean with its
+    defaults (img_range 255, DIV2K mean), so the equivalent `sub_mean`/`add_mean` weights are added here.
+    """
+    if "conv_first.weight" not in state_dict:
+        return state_dict
+    n_groups = count_prefixed(state_dict, "body.")
+    n_blocks = count_prefixed(state_dict, "body.0.residual_group.")
+    rules = (
+        (r"^conv_first\.", "head.0."),
+        (r"^body\.(\d+)\.residual_group\.(\d+)\.rcab\.", r"body.\1.body.\2.body."),
+        (r"\.body\.3\.attention\.1\.", ".body.3.conv_du.0."),
+        (r"\.body\.3\.attention\.3\.", ".body.3.conv_du.2."),
+        (r"^body\.(\d+)\.conv\.", rf"body.\1.body.{n_blocks}."),
+        (r"^conv_after_body\.", f"body.{n_groups}."),
+        (r"^upsample\.", "tail.0."),
+        (r"^conv_last\.", "tail.1."),
+    )
+    remapped: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        for pattern, replacement in rules:
+            key = re.sub(pattern, replacement, key)
+        remapped[key] = tensor
+    mean = torch.tensor(DIV2K_RGB_MEAN) * 255.0
+    for name, bias in (("sub_mean", -mean), ("add_mean", mean)):
+        remapped[f"{name}.weight"] = torch.eye(3).view(3, 3, 1, 1)
+        remapped[f"{name}.bias"] = bias
+    return remapped
+
+
+FAMILY = Family(
+    name="RCAN",
+    build=RCAN,
+    detect=detect,
+    params_from_state_dict=official_params,
+    multiple_of=1,
+    scales=(2, 3, 4, 8),
+    supports_fp16=False,
+    supports_bf16=True,
+    presets={"RCAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}},
+    remap_keys=remap_keys,
+)
