@@ -6,10 +6,13 @@ SwinIR), so the first family whose `detect` accepts a state dict owns it.
 
 from __future__ import annotations
 
-from archs import han, pan, rcan
+from archs import camixer, dat, han, hat, pan, rcan, srformer, swinir
 from archs.registry import Family, MissingHyperParameter, StateDict, UnknownArchitecture
 
-FAMILIES: tuple[Family, ...] = (han.FAMILY, rcan.FAMILY, pan.FAMILY)
+FAMILIES: tuple[Family, ...] = (
+    han.FAMILY, rcan.FAMILY, hat.FAMILY, srformer.FAMILY, swinir.FAMILY, dat.FAMILY, camixer.FAMILY,
+    pan.FAMILY,
+)
 
 
 def get_family(name: str) -> Family:

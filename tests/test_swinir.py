@@ -1,0 +1,328 @@
+"""SwinIR: parity with spandrel's copy of the official network through our detecting loader, presets and
+parameter counts, the rebuilt buffers (index, shift masks), detection against the Swin-derived families,
+attention routed through `kernels`, option files."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import archs
+import kernels
+import sr
+from archs import MissingHyperParameter, swinir
+from archs.han import HAN
+from archs.pan import PAN
+from archs.rcan import RCAN
+from archs.swinir import SwinIR
+from sr.loading import ModelLoadError
+from sr.options import load_test_options
+from tests.oracles.torchvision_stub import install as install_torchvision_stub
+
+BASE = {"in_chans": 3, "img_range": 1.0, "qkv_bias": True, "patch_norm": True}
+
+
+def case(scale: int, window_size: int, embed_dim: int, depths: tuple, num_heads: tuple, mlp_ratio: float,
+         upsampler: str, resi_connection: str, **extra) -> dict:
+    """A full parameter dict, as `params_from_state_dict` should return it."""
+    return dict(BASE, scale=scale, window_size=window_size, embed_dim=embed_dim, depths=depths,
+                num_heads=num_heads, mlp_ratio=mlp_ratio, upsampler=upsampler,
+                resi_connection=resi_connection, **extra)
+
+
+def random_cases(count: int) -> list[dict]:
+    rng = random.Random(4)
+    scales = {"pixelshuffle": [2, 3, 4], "pixelshuffledirect": [2, 3, 4], "nearest+conv": [2, 4]}
+    cases = []
+    for _ in range(count):
+        heads = tuple(rng.choice([1, 2, 3, 6]) for _ in range(rng.randint(1, 2)))
+        depths = tuple(rng.randint(1, 2) for _ in heads)
+        upsampler = rng.choice(list(scales))
+        cases.append(case(rng.choice(scales[upsampler]), rng.randint(3, 8), 12, depths, heads,
+                          rng.choice([1.0, 2.0, 4.0]), upsampler, rng.choice(["1conv", "3conv"])))
+    return cases
+
+
+CASES = [
+    case(2, 4, 12, (2,), (2,), 2.0, "pixelshuffle", "1conv"),
+    case(3, 5, 18, (1, 2), (3, 6), 1.5, "pixelshuffle", "3conv"),
+    case(8, 7, 12, (2, 2), (1, 3), 2.5, "pixelshuffle", "1conv"),
+    case(4, 6, 24, (2, 1), (4, 2), 4.0, "pixelshuffledirect", "1conv"),
+    case(3, 4, 16, (2,), (4,), 2.0, "pixelshuffledirect", "1conv", qkv_bias=False, patch_norm=False),
+    case(4, 8, 16, (2,), (2,), 2.0, "nearest+conv", "3conv"),
+    case(2, 4, 20, (3,), (5,), 1.0, "nearest+conv", "1conv"),
+    case(2, 4, 12, (2,), (3,), 2.0, "pixelshuffledirect", "1conv", in_chans=1),
+    *random_cases(3),
+]
+
+
+@pytest.fixture(scope="module")
+def spandrel():
+    install_torchvision_stub()
+    module = pytest.importorskip("spandrel", reason="spandrel (--no-deps) is the SwinIR oracle; CI has it")
+    arch = importlib.import_module("spandrel.architectures.SwinIR.__arch.SwinIR")
+    with pytest.MonkeyPatch.context() as patch:  # its truncated-normal init is slow here; we perturb anyway
+        patch.setattr(arch, "trunc_normal_", lambda tensor, std=1.0, **_: nn.init.normal_(tensor, 0, std))
+        yield module
+
+
+# Noise added to the learned parameters: strong in attention so that scores are far from uniform and the
+# position bias, the shift masks and the scale all move the output well beyond the parity tolerance.
+NOISE = {"relative_position_bias_table": 0.5, "attn.qkv.weight": 0.3, "attn.proj.weight": 0.2}
+
+
+def official(spandrel, params: dict, img_size: int | None = None, seed: int = 0) -> torch.nn.Module:
+    """spandrel's copy of the official SwinIR with every learned parameter perturbed (buffers untouched)."""
+    torch.manual_seed(seed)
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k != "scale"}
+    img_size = img_size or 2 * params["window_size"]  # above the window, as in every released model
+    model = spandrel.architectures.SwinIR.SwinIR(upscale=params["scale"], img_size=img_size, **kwargs)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            std = next((std for part, std in NOISE.items() if name.endswith(part)), 0.02)
+            p.add_(torch.randn_like(p) * std)
+    return model.eval()
+
+
+def image(seed: int, channels: int = 3, h: int = 19, w: int = 27, batch: int = 2) -> torch.Tensor:
+    return torch.rand(batch, channels, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def save(tmp_path: Path, state_dict: dict) -> Path:
+    path = tmp_path / "weights.pth"  # no scale in the name: the loader must read it off the weights
+    torch.save({"params": state_dict}, path)
+    return path
+
+
+@pytest.mark.parametrize("params", CASES, ids=lambda p: f"{p['upsampler']}-x{p['scale']}-w{p['window_size']}")
+def test_matches_official_through_the_loader(spandrel, tmp_path, params):
+    reference = official(spandrel, params)
+    state_dict = reference.state_dict()
+    shifted = max(params["depths"]) > 1
+    assert any(k.endswith("attn_mask") for k in state_dict) == shifted
+    assert any(k.endswith("attn.relative_position_index") for k in state_dict)
+    loaded = sr.load_model(save(tmp_path, state_dict))
+    assert loaded.family == "SwinIR" and loaded.params == params and loaded.scale == params["scale"]
+    x = image(1, params["in_chans"])
+    with torch.no_grad():
+        expected = reference(x.clone())
+        got = loaded.model(x)
+    assert got.shape == (2, params["in_chans"], 19 * params["scale"], 27 * params["scale"])
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_parity_weights_make_bias_mask_and_scale_matter(spandrel, tmp_path, monkeypatch):
+    """Dropping the position bias or the shift mask, or a 10% wrong scale, moves the output of the parity
+    models far beyond the 1e-5 tolerance, so the parity tests check each of them."""
+    model = sr.load_model(save(tmp_path, official(spandrel, CASES[0]).state_dict())).model
+    x = image(1)
+    real = kernels.window_attention
+    variants = {"no bias": lambda q, k, v, bias, mask: real(q, k, v, bias=None, mask=mask),
+                "no mask": lambda q, k, v, bias, mask: real(q, k, v, bias=bias, mask=None),
+                "scale": lambda q, k, v, bias, mask: real(q, k, v, bias=bias, mask=mask,
+                                                          scale=0.9 * q.shape[-1] ** -0.5)}
+    with torch.no_grad():
+        expected = model(x)
+        for name, attention in variants.items():
+            monkeypatch.setattr(kernels, "window_attention", attention)
+            assert (model(x) - expected).abs().max().item() > 1e-3, name
+
+
+@pytest.mark.parametrize("img_size", [48, 64])
+def test_training_patch_size_is_irrelevant(spandrel, tmp_path, img_size):
+    """s48 and s64 checkpoints store (36|64, 64, 64) masks: both load strictly and match the official model,
+    which uses its stored mask on inputs padded to img_size and a computed one on others."""
+    params = case(2, 8, 12, (2,), (2,), 2.0, "pixelshuffle", "1conv")
+    reference = official(spandrel, params, img_size=img_size)
+    state_dict = reference.state_dict()
+    assert state_dict["layers.0.residual_group.blocks.1.attn_mask"].shape == ((img_size // 8) ** 2, 64, 64)
+    model = sr.load_model(save(tmp_path, state_dict)).model
+    for h, w in ((img_size - 3, img_size - 5), (13, 21)):
+        x = image(2, h=h, w=w, batch=1)
+        with torch.no_grad():
+            assert (model(x) - reference(x.clone())).abs().max().item() <= 1e-5
+
+
+def test_state_dict_is_the_official_one_without_rebuilt_buffers(spandrel):
+    params = case(4, 4, 12, (2, 2), (2, 3), 2.0, "nearest+conv", "3conv")
+    official_keys = set(official(spandrel, params).state_dict())
+    ours = SwinIR(**params)
+    assert set(ours.state_dict()) == {k for k in official_keys if not swinir.ignored_keys(k)}
+    assert {k for k in official_keys if swinir.ignored_keys(k)} == {
+        k for k in official_keys if k.endswith(("attn_mask", "attn.relative_position_index"))}
+
+
+@pytest.mark.parametrize("window_size", [3, 4, 7, 8])
+def test_rebuilt_buffers_equal_the_official_ones(spandrel, window_size):
+    params = case(2, window_size, 12, (2,), (2,), 2.0, "pixelshuffledirect", "1conv")
+    reference = official(spandrel, params)
+    plain, shifted = reference.layers[0].residual_group.blocks
+    ours = SwinIR(**params).layers[0].residual_group.blocks
+    assert torch.equal(ours[0].attn.relative_position_index, plain.attn.relative_position_index)
+    assert ours[1].shift_size == shifted.shift_size == window_size // 2
+    for h, w in ((1, 1), (2, 3), (4, 1)):
+        h, w = h * window_size, w * window_size
+        mask = kernels.shift_window_mask(h, w, window_size, window_size // 2)
+        assert torch.equal(mask, shifted.calculate_mask((h, w)))
+
+
+def test_presets_build_with_the_published_sizes(spandrel, monkeypatch):
+    """Exact counts, equal to spandrel's builds; the papers' 878K/897K (light x2/x4) leave out the
+    relative-position tables (4 × 6 blocks × 225 × 6 = 32,400), 930K (later papers) and 11.9M count them."""
+    counts = {("swinir-classic", 2): 11_752_487, ("swinir-classic", 3): 11_937_127,
+              ("swinir-classic", 4): 11_900_199, ("swinir-classic", 8): 12_047_911,
+              ("swinir-light", 2): 910_152, ("swinir-light", 3): 918_267, ("swinir-light", 4): 929_628,
+              ("swinir-real-M", 2): 11_678_631, ("swinir-real-M", 4): 11_715_559,
+              ("swinir-real-L", 4): 28_013_059}
+    arch = importlib.import_module("spandrel.architectures.SwinIR.__arch.SwinIR")
+    for layer in (nn.Linear, nn.Conv2d):  # counting only: skip the default initialisation of big layers
+        monkeypatch.setattr(layer, "reset_parameters", lambda self: None)
+    assert set(swinir.FAMILY.presets) == {name for name, _ in counts}
+    for (name, scale), count in counts.items():
+        preset = swinir.FAMILY.presets[name]
+        with torch.device("meta"):
+            ours = SwinIR(scale=scale, **preset)
+        assert sum(p.numel() for p in ours.parameters()) == count, (name, scale)
+        if scale == 4 or name == "swinir-light":
+            kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}
+            theirs = arch.SwinIR(upscale=scale, img_size=16, **kwargs)  # img_size sizes buffers only
+            assert sum(p.numel() for p in theirs.parameters()) == count, (name, scale)
+    tables = 4 * 6 * 225 * 6
+    assert round((counts["swinir-light", 2] - tables) / 1000) == 878
+    assert round((counts["swinir-light", 4] - tables) / 1000) == 897
+    assert round(counts["swinir-light", 4] / 1000) == 930 and round(counts["swinir-classic", 4] / 1e5) == 119
+
+
+def foreign_state_dicts(spandrel) -> dict[str, dict]:
+    """Small HAT, DAT and SRFormer: their keys overlap SwinIR's (conv_first, layers.N..., norm, upsample)."""
+    torch.manual_seed(0)
+    common = {"img_size": 16, "embed_dim": 16, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
+    found = {
+        "HAT": spandrel.architectures.HAT.HAT(depths=[2], window_size=4, compress_ratio=3, squeeze_factor=3,
+                                              **common).state_dict(),
+        "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
+    }
+    extra = pytest.importorskip("spandrel_extra_arches")
+    srformer = extra.architectures.SRFormer.SRFormer
+    found["SRFormer"] = srformer(depths=[2], window_size=4, **common).state_dict()
+    return found
+
+
+def test_detection_rejects_other_families(spandrel):
+    for params in CASES[:8]:  # every upsampler and residual connection, grayscale, no qkv bias or patch norm
+        ours = SwinIR(**params).state_dict()
+        assert [family.name for family in archs.FAMILIES if family.detect(ours)] == ["SwinIR"]
+    small = {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4, "scale": 2}
+    others = {"RCAN": RCAN(**small).state_dict(), "HAN": HAN(**small).state_dict(),
+              "PAN": PAN(nb=1, scale=2).state_dict(), **foreign_state_dicts(spandrel)}
+    for name, state_dict in others.items():
+        assert not swinir.detect(state_dict), name
+    assert all(key in others["HAT"] for key in swinir._KEYS)  # only its own keys tell HAT apart
+
+
+def test_weights_that_cannot_tell_a_setting_are_clear_errors(tmp_path):
+    state_dict = SwinIR(**case(3, 4, 12, (2,), (2,), 2.0, "pixelshuffle", "1conv")).state_dict()
+    with pytest.raises(MissingHyperParameter, match="x3, not x2"):
+        swinir.params_from_state_dict(state_dict, 2)
+    assert swinir.params_from_state_dict(state_dict, 3)["scale"] == 3
+
+    upsampler = ("upsample.", "conv_before_upsample.")
+    denoiser = {k: v for k, v in state_dict.items() if not k.startswith(upsampler)}
+    assert swinir.detect(denoiser)
+    with pytest.raises(MissingHyperParameter, match="no upsampler"):
+        swinir.params_from_state_dict(denoiser)
+    with pytest.raises(ModelLoadError, match="no upsampler") as error:
+        sr.load_model(save(tmp_path, denoiser))
+    assert "\n" not in str(error.value)
+
+    table = "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"
+    with pytest.raises(MissingHyperParameter, match="window size"):
+        swinir.params_from_state_dict(dict(state_dict, **{table: torch.zeros(50, 2)}))
+    index = "layers.0.residual_group.blocks.0.attn.relative_position_index"
+    with pytest.raises(MissingHyperParameter, match="window size"):
+        swinir.params_from_state_dict(dict(state_dict, **{index: torch.zeros(25, 25, dtype=torch.long)}))
+
+    direct = SwinIR(**case(2, 4, 12, (2,), (2,), 2.0, "pixelshuffledirect", "1conv")).state_dict()
+    with pytest.raises(MissingHyperParameter, match="scale² × 3"):
+        swinir.params_from_state_dict(dict(direct, **{"upsample.0.weight": torch.zeros(13, 12, 3, 3)}))
+    without_body_conv = {k: v for k, v in direct.items() if not k.startswith("conv_after_body.")}
+    with pytest.raises(MissingHyperParameter, match="resi_connection"):
+        swinir.params_from_state_dict(without_body_conv)
+
+
+def test_all_attention_goes_through_kernels(monkeypatch):
+    params = case(2, 4, 12, (2, 3), (2, 3), 2.0, "pixelshuffle", "1conv")
+    torch.manual_seed(3)
+    model = SwinIR(**params).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                p.normal_(0, 0.5)
+    calls = []
+    real = kernels.window_attention
+
+    def counting(q, k, v, *, bias, mask, **kwargs):
+        calls.append((q.shape, bias.shape, None if mask is None else mask.dtype))
+        return real(q, k, v, bias=bias, mask=mask, **kwargs)
+
+    monkeypatch.setattr(kernels, "window_attention", counting)
+    x = image(4, h=9, w=14, batch=1)  # padded to 12×16: 12 windows of 16 tokens
+    with torch.no_grad():
+        model(x)
+    assert len(calls) == sum(params["depths"])
+    assert [c[2] for c in calls] == [None, torch.float32, None, torch.float32, None]
+    assert calls[0][:2] == ((12, 2, 16, 6), (2, 16, 16))
+
+    outputs = {}
+    for backend in ("reference", "sdpa"):
+        monkeypatch.setenv(kernels.ENV_VAR, backend)
+        with torch.no_grad():
+            outputs[backend] = model(x)
+    assert (outputs["reference"] - outputs["sdpa"]).abs().max().item() <= 1e-5
+
+
+def test_bfloat16_runs_with_masks_in_the_compute_dtype():
+    model = SwinIR(**case(2, 4, 12, (2,), (2,), 2.0, "pixelshuffledirect", "1conv")).eval()
+    x = image(5, h=10, w=7, batch=1)
+    with torch.no_grad():
+        expected = model(x)
+        got = model.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    assert (got.float() - expected).abs().max().item() < 0.05
+
+
+OPTION_FILES = sorted((Path(__file__).parents[1] / "options/test/SwinIR").glob("*.yml"))
+RELEASED = {
+    **{f"001_classicalSR_{data}_s{size}w8_SwinIR-M_x{s}": ("swinir-classic", s, "params")
+       for data, size in (("DIV2K", 48), ("DF2K", 64)) for s in (2, 3, 4, 8)},
+    **{f"002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}": ("swinir-light", s, "params") for s in (2, 3, 4)},
+    **{f"003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x{s}_GAN": ("swinir-real-M", s, "params_ema") for s in (2, 4)},
+    "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN": ("swinir-real-L", 4, "params_ema"),
+}
+
+
+def test_option_files_cover_the_released_models():
+    assert sorted(path.name for path in OPTION_FILES) == sorted(f"test_{stem}.yml" for stem in RELEASED)
+
+
+@pytest.mark.parametrize("path", OPTION_FILES, ids=lambda path: path.name)
+def test_option_file_describes_the_official_network(path):
+    stem = path.stem.removeprefix("test_")
+    preset, scale, param_key = RELEASED[stem]
+    options = load_test_options(path)
+    assert options.name == stem and options.scale == scale and options.network_g.type == "SwinIR"
+    network = yaml.safe_load(path.read_text())["network_g"]
+    del network["type"]
+    expected = dict(swinir.FAMILY.presets[preset], scale=scale, in_chans=3, img_range=1.0)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in network.items()} == expected
+    inspect.signature(SwinIR).bind(**network)
+    assert options.path.pretrain_network_g == f"experiments/pretrained_models/SwinIR/{stem}.pth"
+    assert options.path.param_key_g == param_key
+    assert {m.crop_border for m in options.val.metrics.values()} == {scale}
