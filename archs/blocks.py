@@ -1,4 +1,5 @@
-"""Blocks shared by several families: convolution, mean shift, channel attention, upsamplers, MLP.
+"""Blocks shared by several families: convolution, mean shift, channel attention, upsamplers, MLP, the
+residual-group closing convolution (1conv/3conv).
 
 Module and parameter names follow the official code that uses each block, so checkpoints load strictly.
 """
@@ -120,3 +121,15 @@ class UpsampleOneStep(nn.Sequential):
 
     def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
         super().__init__(nn.Conv2d(num_feat, scale * scale * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
+
+
+def residual_conv(dim: int, resi_connection: str) -> nn.Module:
+    """The convolution closing a residual group and the body: one 3×3 ('1conv') or a 3×3, 1×1, 3×3
+    bottleneck through dim/4 channels with LeakyReLU 0.2 ('3conv')."""
+    if resi_connection == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, 1)
+    if resi_connection == "3conv":
+        return nn.Sequential(nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
+                             nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
+                             nn.Conv2d(dim // 4, dim, 3, 1, 1))
+    raise ValueError(f"resi_connection must be '1conv' or '3conv', not {resi_connection!r}")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler, upsampler_scale
+from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import (
     cyclic_shift,
@@ -38,19 +38,6 @@ def _image(x: Tensor) -> Tensor:
 def _tokens(x: Tensor) -> Tensor:
     """(B, C, H, W) → (B, H, W, C)."""
     return x.permute(0, 2, 3, 1)
-
-
-def _residual_conv(dim: int, kind: str) -> nn.Module:
-    """The convolution before a residual connection: '1conv' (3x3) or '3conv' (3x3 to dim/4, 1x1, 3x3)."""
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    if kind == "3conv":
-        return nn.Sequential(
-            nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim, 3, 1, 1),
-        )
-    raise ValueError(f"resi_connection must be '1conv' or '3conv', not {kind!r}")
 
 
 class DynamicPosBias(nn.Module):
@@ -232,7 +219,7 @@ class ResidualGroup(nn.Module):
                  else ChannelAttention(dim, num_heads, qkv_bias), dim, hidden)
             for i in range(depth)
         )
-        self.conv = _residual_conv(dim, resi_connection)
+        self.conv = residual_conv(dim, resi_connection)
 
     def forward(self, x: Tensor) -> Tensor:
         res = x
@@ -279,7 +266,7 @@ class DAT(nn.Module):
             for i, (d, heads) in enumerate(zip(depth, num_heads, strict=True))
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = _residual_conv(embed_dim, resi_connection)
+        self.conv_after_body = residual_conv(embed_dim, resi_connection)
         if upsampler == "pixelshuffle":
             num_feat = 64
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import kernels
-from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler, upsampler_scale
+from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import (
     aligned_relative_position_index,
@@ -175,20 +175,6 @@ class PSALayer(nn.Module):
         return x
 
 
-def _residual_conv(dim: int, kind: str) -> nn.Module:
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    if kind == "3conv":
-        return nn.Sequential(
-            nn.Conv2d(dim, dim // 4, 3, 1, 1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim // 4, 1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(dim // 4, dim, 3, 1, 1),
-        )
-    raise ValueError(f"resi_connection must be '1conv' or '3conv', not {kind!r}")
-
-
 class PSAGroup(nn.Module):
     """Residual group: a PSA layer, then a conv on the feature map, plus the group's input."""
 
@@ -208,7 +194,7 @@ class PSAGroup(nn.Module):
         self.residual_group = PSALayer(
             dim, depth, num_heads, window_size, shift_size, mlp_ratio, qkv_bias, train_size
         )
-        self.conv = _residual_conv(dim, resi_connection)
+        self.conv = residual_conv(dim, resi_connection)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         y = self.residual_group(x, mask).permute(0, 3, 1, 2)
@@ -280,7 +266,7 @@ class SRFormer(nn.Module):
             for depth, heads in zip(depths, num_heads, strict=True)
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = _residual_conv(embed_dim, resi_connection)
+        self.conv_after_body = residual_conv(embed_dim, resi_connection)
         if upsampler == "pixelshuffledirect":
             self.upsample = UpsampleOneStep(scale, embed_dim, in_chans)
             return

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from archs.blocks import DIV2K_RGB_MEAN, Mlp, UpsampleOneStep, Upsampler, upsampler_scale
+from archs.blocks import DIV2K_RGB_MEAN, Mlp, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv")
@@ -91,18 +91,6 @@ class BasicLayer(nn.Module):
         for block in self.blocks:
             x = block(x, x_size)
         return x
-
-
-def residual_conv(dim: int, resi_connection: str) -> nn.Module:
-    """The convolution closing a residual group and the body: one 3×3 ('1conv') or a 3×3, 1×1, 3×3
-    bottleneck through dim/4 channels with LeakyReLU 0.2 ('3conv')."""
-    if resi_connection == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    if resi_connection == "3conv":
-        return nn.Sequential(nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-                             nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(0.2, inplace=True),
-                             nn.Conv2d(dim // 4, dim, 3, 1, 1))
-    raise ValueError(f"resi_connection must be '1conv' or '3conv', not {resi_connection!r}")
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
