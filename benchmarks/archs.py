@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import os
 import statistics
 import time
@@ -28,6 +29,7 @@ from archs.dat import DAT
 from archs.han import HAN
 from archs.hat import HAT
 from archs.rcan import RCAN
+from archs.registry import Family
 from archs.srformer import SRFormer
 from archs.swinir import SwinIR
 from tests.oracles import camixer_reference
@@ -56,6 +58,7 @@ def forward(model: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         with torch.inference_mode():
             return model(x.clone())  # spandrel scales its input in place
+
     return run
 
 
@@ -81,95 +84,42 @@ def spandrel_model(state_dict: dict) -> nn.Module | None:
     return spandrel.ModelLoader().load_from_state_dict(state_dict).model.eval()
 
 
-def srformer_pairs() -> dict[str, tuple[nn.Module, nn.Module | None]]:
-    """Our SRFormer-light and SRFormer (x4), and the official code (spandrel_extra_arches' copy) holding the
-    same state dict, or None where that package is absent."""
+def official_pairs(
+    family: Family,
+    ours_class: type[nn.Module],
+    official: str,
+    names: tuple[str, str],
+    *,
+    official_kwargs: dict | None = None,
+    perturb_bias: bool = False,
+) -> dict[str, tuple[nn.Module, nn.Module | None]]:
+    """Our light and full preset (x4) and the official class `official` ('module:Class', spandrel's or
+    spandrel_extra_arches' copy) holding the same weights, or None where that package is absent.
+
+    Buffers our state dict leaves out (the family's ignored keys: shift masks, indices) are the only ones the
+    official model may miss; it builds them itself. `perturb_bias` gives the position-bias tables the
+    non-zero values of trained weights."""
     install_torchvision_stub()
+    module, class_name = official.split(":")
     try:
-        from spandrel_extra_arches.architectures.SRFormer import SRFormer as Official
+        official_class = getattr(importlib.import_module(module), class_name)
     except ImportError:
-        Official = None
+        official_class = None
     pairs = {}
-    for name in ("SRFormer-light", "SRFormer"):
-        preset = srformer.FAMILY.presets[name]
-        ours = SRFormer(scale=4, **preset).eval()
-        official = None
-        if Official is not None:
-            official = Official(upscale=4, **preset).eval()
-            official.load_state_dict(ours.state_dict())
-        pairs[name] = (ours, official)
-    return pairs
-
-
-def swinir_pairs() -> dict[str, tuple[nn.Module, nn.Module | None]]:
-    """Our SwinIR-light and SwinIR classic (x4), and the official code (spandrel's copy, built for the s64
-    checkpoints) holding the same weights, or None where spandrel is absent. The official model keeps the
-    buffers it builds itself (relative-position indices, shift masks), which our state dict leaves out."""
-    install_torchvision_stub()
-    try:
-        from spandrel.architectures.SwinIR import SwinIR as Official
-    except ImportError:
-        Official = None
-    pairs = {}
-    for name in ("swinir-light", "swinir-classic"):
-        preset = swinir.FAMILY.presets[name]
-        ours = SwinIR(scale=4, **preset).eval()
-        with torch.no_grad():  # non-zero position bias, as in trained weights
-            for key, parameter in ours.named_parameters():
-                if key.endswith("relative_position_bias_table"):
-                    parameter.normal_(0, 0.02)
-        official = None
-        if Official is not None:
-            official = Official(upscale=4, img_size=64, **preset).eval()
-            missing, unexpected = official.load_state_dict(ours.state_dict(), strict=False)
-            assert not unexpected and all(swinir.ignored_keys(key) for key in missing)
-        pairs[name] = (ours, official)
-    return pairs
-
-
-def hat_pairs() -> dict[str, tuple[nn.Module, nn.Module | None]]:
-    """Our HAT-S and HAT (x4), and the official code (spandrel's copy) holding the same state dict, index
-    buffers included, or None where spandrel is absent."""
-    install_torchvision_stub()
-    try:
-        from spandrel.architectures.HAT import HAT as Official
-    except ImportError:
-        Official = None
-    pairs = {}
-    for name in ("HAT-S", "HAT"):
-        preset = hat.FAMILY.presets[name]
-        ours = HAT(scale=4, **preset).eval()
-        with torch.no_grad():  # non-zero position bias, as in trained weights
-            for key, parameter in ours.named_parameters():
-                if key.endswith("relative_position_bias_table"):
-                    parameter.normal_(0, 0.02)
-        official = None
-        if Official is not None:
-            official = Official(upscale=4, **preset).eval()
-            official.load_state_dict(ours.state_dict())
-        pairs[name] = (ours, official)
-    return pairs
-
-
-def dat_pairs() -> dict[str, tuple[nn.Module, nn.Module | None]]:
-    """Our DAT-light and DAT (x4), and the official code (spandrel's copy, built at img_size 64) holding the
-    same weights, or None where spandrel is absent. The official model keeps the shift masks it builds itself,
-    which our state dict leaves out."""
-    install_torchvision_stub()
-    try:
-        from spandrel.architectures.DAT import DAT as Official
-    except ImportError:
-        Official = None
-    pairs = {}
-    for name in ("DAT-light", "DAT"):
-        preset = dat.FAMILY.presets[name]
-        ours = DAT(scale=4, **preset).eval()
-        official = None
-        if Official is not None:
-            official = Official(upscale=4, img_size=64, **preset).eval()
-            missing, unexpected = official.load_state_dict(ours.state_dict(), strict=False)
-            assert not unexpected and all(dat.ignored_keys(key) for key in missing)
-        pairs[name] = (ours, official)
+    for name in names:
+        preset = family.presets[name]
+        ours = ours_class(scale=4, **preset).eval()
+        if perturb_bias:
+            with torch.no_grad():
+                for key, parameter in ours.named_parameters():
+                    if key.endswith("relative_position_bias_table"):
+                        parameter.normal_(0, 0.02)
+        theirs = None
+        if official_class is not None:
+            theirs = official_class(upscale=4, **(official_kwargs or {}), **preset).eval()
+            missing, unexpected = theirs.load_state_dict(ours.state_dict(), strict=False)
+            assert not unexpected and all(family.ignored_keys(key) for key in missing)
+        pairs[name] = (ours, theirs)
     return pairs
 
 
@@ -193,8 +143,12 @@ def camixer_pairs() -> dict[str, tuple[nn.Module, nn.Module]]:
     for name in ("CAMixerSR-S", "CAMixerSR-light"):
         preset = camixer.FAMILY.presets[name]
         ours = CAMixerSR(scale=4, stochastic=True, **preset).eval()
-        official = partial(camixer_reference.camixersr, ours.state_dict(), ratio=preset.get("ratio", 1.0),
-                           dtype=torch.float32)
+        official = partial(
+            camixer_reference.camixersr,
+            ours.state_dict(),
+            ratio=preset.get("ratio", 1.0),
+            dtype=torch.float32,
+        )
         pairs[name] = (Seeded(ours), Seeded(official))
     return pairs
 
@@ -213,18 +167,40 @@ def main() -> None:
     with torch.no_grad():
         han.la.gamma.fill_(0.5)
         han.csa.gamma.fill_(0.5)
-    srformers = srformer_pairs()
-    swinirs = swinir_pairs()
-    hats = hat_pairs()
-    dats = dat_pairs()
-    camixers = camixer_pairs()
+    transformers = {
+        **official_pairs(
+            srformer.FAMILY,
+            SRFormer,
+            "spandrel_extra_arches.architectures.SRFormer:SRFormer",
+            ("SRFormer-light", "SRFormer"),
+        ),
+        **official_pairs(
+            swinir.FAMILY,
+            SwinIR,
+            "spandrel.architectures.SwinIR:SwinIR",
+            ("swinir-light", "swinir-classic"),
+            official_kwargs={"img_size": 64},
+            perturb_bias=True,
+        ),
+        **official_pairs(
+            hat.FAMILY, HAT, "spandrel.architectures.HAT:HAT", ("HAT-S", "HAT"), perturb_bias=True
+        ),
+        **official_pairs(
+            dat.FAMILY,
+            DAT,
+            "spandrel.architectures.DAT:DAT",
+            ("DAT-light", "DAT"),
+            official_kwargs={"img_size": 64},
+        ),
+        **camixer_pairs(),
+    }
     runs: dict[int, dict[str, Callable[[], torch.Tensor]]] = {}
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
         runs[size] = {"RCAN": forward(rcan, x), "HAN": forward(han, x)}
         if reference is not None:
             runs[size]["spandrel RCAN"] = forward(reference, x)
-        for name, (ours, official) in {**srformers, **swinirs, **hats, **dats, **camixers}.items():
+        for name, (ours, official) in transformers.items():
             runs[size][name] = forward(ours, x)
             if official is not None:
                 runs[size][f"official {name}"] = forward(official, x)
@@ -234,9 +210,11 @@ def main() -> None:
     # but every allocation then faults fresh pages, which would slow the timings down.
     ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
     peaks = {size: {name: peak_mib(run) for name, run in runs[size].items()} for size in args.sizes}
-    print(f"fp32 CPU, {args.threads} threads, x4, official sizes (10 groups x 20 blocks, 64 features), "
-          f"median of {args.repeat} after 1 warm-up, all networks interleaved; torch {torch.__version__}; "
-          f"load average {load_before:.1f} before timing, {os.getloadavg()[0]:.1f} after")
+    print(
+        f"fp32 CPU, {args.threads} threads, x4, official sizes (10 groups x 20 blocks, 64 features), "
+        f"median of {args.repeat} after 1 warm-up, all networks interleaved; torch {torch.__version__}; "
+        f"load average {load_before:.1f} before timing, {os.getloadavg()[0]:.1f} after"
+    )
     print("| network | input | ms | compared with | its ms | ratio | peak MiB | its peak MiB | max diff |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
@@ -244,14 +222,16 @@ def main() -> None:
         if reference is not None:
             diff = (runs[size]["RCAN"]() - runs[size]["spandrel RCAN"]()).abs().max().item()
             rows.insert(0, ("RCAN", "spandrel RCAN", "spandrel RCAN", f"{diff:.1e}"))
-        for name, (_, official) in {**srformers, **swinirs, **hats, **dats, **camixers}.items():
+        for name, (_, official) in transformers.items():
             if official is not None:
                 diff = (runs[size][name]() - runs[size][f"official {name}"]()).abs().max().item()
                 rows.append((name, f"official {name}", f"official {name}", f"{diff:.1e}"))
         for name, label, other, diff_text in rows:
-            print(f"| {name} | {size}x{size} | {ms[size][name]:.0f} | {label} | {ms[size][other]:.0f} | "
-                  f"{ms[size][name] / ms[size][other]:.2f} | {peaks[size][name]:.0f} | "
-                  f"{peaks[size][other]:.0f} | {diff_text} |")
+            print(
+                f"| {name} | {size}x{size} | {ms[size][name]:.0f} | {label} | {ms[size][other]:.0f} | "
+                f"{ms[size][name] / ms[size][other]:.2f} | {peaks[size][name]:.0f} | "
+                f"{peaks[size][other]:.0f} | {diff_text} |"
+            )
 
 
 if __name__ == "__main__":
