@@ -32,26 +32,9 @@ from archs.rcan import RCAN
 from archs.registry import Family
 from archs.srformer import SRFormer
 from archs.swinir import SwinIR
+from benchmarks.memory import rss_peak_mib
 from tests.oracles import camixer_reference
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def peak_mib(run: Callable[[], object]) -> float:
-    """Resident memory the call adds at its peak, in MiB."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # resets VmHWM to the current resident size
-    base = _status_mib("VmRSS")
-    run()
-    return _status_mib("VmHWM") - base
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -209,7 +192,7 @@ def main() -> None:
     # Memory after timing: with M_MMAP_THRESHOLD fixed, big blocks are unmapped when freed and RSS tracks use,
     # but every allocation then faults fresh pages, which would slow the timings down.
     ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
-    peaks = {size: {name: peak_mib(run) for name, run in runs[size].items()} for size in args.sizes}
+    peaks = {size: {name: rss_peak_mib(run) for name, run in runs[size].items()} for size in args.sizes}
     print(
         f"fp32 CPU, {args.threads} threads, x4, official sizes (10 groups x 20 blocks, 64 features), "
         f"median of {args.repeat} after 1 warm-up, all networks interleaved; torch {torch.__version__}; "

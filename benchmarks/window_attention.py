@@ -13,7 +13,6 @@ intermediates are. "(auto)" marks the backend that the default `backend="auto"` 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import platform
 import statistics
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmarks.memory import rss_peak_mib
 from kernels import BACKENDS, choose_backend, why_not, window_attention
 
 
@@ -124,20 +124,7 @@ def _peak_mib(run: Callable[[], None], cuda: bool) -> float:
         run()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # resets VmHWM to the current resident size
-    base = _status_mib("VmRSS")
-    run()
-    return _status_mib("VmHWM") - base
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    return rss_peak_mib(run)
 
 
 def machine(device: str) -> str:
