@@ -53,9 +53,21 @@ def _read_safetensors(path: Path) -> dict:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(error)})") from None
+    return _nest_wrappers(tensors)
+
+
+def _nest_wrappers(tensors: dict) -> dict:
+    """Training checkpoints store `params.<key>` and `params_ema.<key>` in one flat file: group them."""
+    groups: dict[str, dict] = {}
+    for name, value in tensors.items():
+        head, _, rest = name.partition(".")
+        if head not in WRAPPER_KEYS or not rest:
+            return tensors
+        groups.setdefault(head, {})[rest] = value
+    return groups
 
 
 def _read_torch(path: Path) -> object:

@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from sr import __version__
-from sr.commands import evaluate, models, upscale
+from sr.commands import evaluate, models, train, upscale
 
-COMMANDS = {"upscale": upscale, "test": evaluate, "models": models}
+COMMANDS = {"upscale": upscale, "test": evaluate, "train": train, "models": models}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ The scale comes from the weights where they hold it; otherwise from the caller, 
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from dataclasses import dataclass
@@ -88,13 +89,37 @@ def load_configured_model(
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Build the network an options file describes (`network_g`) and load its weights, BasicSR-style."""
+    family, params = network_params(family_name, params)
+    path = resolve(weights)
+    state_dict = family.remap_keys(_read(path, param_key))
+    return _build(family, params, state_dict, path, strict=strict, device=device)
+
+
+# Official constructor arguments that name our arguments differently, and ones that do not change the network.
+RENAMED_ARGS = {"upscale": "scale"}
+SIZE_ONLY_ARGS = ("img_size",)
+
+
+def network_params(family_name: str, args: dict) -> tuple[Family, dict]:
+    """The family and constructor arguments for an options file's `network_g` (official names accepted).
+
+    `upscale` becomes `scale`; `img_size` (which official code uses only to pre-build masks for one size) is
+    dropped where our constructor does not take it. Any other unknown argument is an error naming it.
+    """
     try:
         family = archs.get_family(family_name)
     except KeyError as error:
         raise ModelLoadError(str(error.args[0])) from None
-    path = resolve(weights)
-    state_dict = family.remap_keys(_read(path, param_key))
-    return _build(family, dict(params), state_dict, path, strict=strict, device=device)
+    accepted = inspect.signature(family.build).parameters
+    params = {}
+    for key, value in args.items():
+        key = RENAMED_ARGS.get(key, key)
+        if key in accepted:
+            params[key] = value
+        elif key not in SIZE_ONLY_ARGS:
+            known = ", ".join(accepted)
+            raise ModelLoadError(f"network_g.{key}: {family.name} has no such argument (it takes {known})")
+    return family, params
 
 
 def _read(path: Path, key: str | None = None) -> dict:

@@ -1,8 +1,8 @@
 """BasicSR-format YAML options parsed into typed, validated dataclasses.
 
 Every key is checked: an unknown key, a wrong type or a missing required setting is an OptionsError whose
-one-line message names the file, the key path and what was expected. Test options are covered here;
-the same mechanism carries the training schema.
+one-line message names the file, the key path and what was expected. Test and training schemas both live
+here; `--force-yml key:sub=value` overrides are applied to the raw mapping before checking, as in BasicSR.
 """
 
 from __future__ import annotations
@@ -31,18 +31,37 @@ class NetworkOptions:
 
 @dataclass
 class DatasetOptions:
+    """A dataset entry: BasicSR's keys for test, validation and training sets.
+
+    `PairedImageDataset` reads HR/LR folders; `BicubicHRDataset` (ours) reads HR folders only (one or a list)
+    and makes LR patches on the fly with MATLAB-exact bicubic.
+    """
+
     name: str
     type: str = "PairedImageDataset"
-    dataroot_gt: str | None = None
+    dataroot_gt: str | list[str] | None = None
     dataroot_lq: str | None = None
     filename_tmpl: str = "{}"
     io_backend: dict[str, Any] = field(default_factory=lambda: {"type": "disk"})
     meta_info_file: str | None = None
     phase: str | None = None
+    task: str | None = None
     scale: int | None = None
     color: str | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
+    gt_size: int | None = None
+    use_hflip: bool = False
+    use_flip: bool | None = None
+    use_rot: bool = False
+    use_shuffle: bool = True
+    num_worker_per_gpu: int = 2
+    batch_size_per_gpu: int = 16
+    dataset_enlarge_ratio: int = 1
+    prefetch_mode: str | None = None
+    prefetch_factor: int = 4
+    pin_memory: bool = False
+    num_prefetch_queue: int | None = None
 
 
 @dataclass
@@ -51,6 +70,8 @@ class PathOptions:
     strict_load_g: bool = True
     param_key_g: str | None = None
     results_root: str | None = None
+    resume_state: str | None = None
+    experiments_root: str | None = None
 
 
 @dataclass
@@ -67,6 +88,7 @@ class ValOptions:
     suffix: str | None = None
     metrics: dict[str, MetricOptions] = field(default_factory=dict)
     pbar: bool | None = None
+    val_freq: int | None = None
 
 
 @dataclass
@@ -91,6 +113,76 @@ class TestOptions:
     tile: TileOptions | None = None
 
 
+@dataclass
+class OptimizerOptions:
+    type: str
+    lr: float
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    amsgrad: bool = False
+
+
+@dataclass
+class SchedulerOptions:
+    """MultiStepLR / MultiStepRestartLR (milestones, gamma) or CosineAnnealingRestartLR (periods)."""
+
+    type: str
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    restarts: list[int] = field(default_factory=lambda: [0])
+    restart_weights: list[float] = field(default_factory=lambda: [1.0])
+    periods: list[int] = field(default_factory=list)
+    eta_min: float = 0.0
+
+
+@dataclass
+class LossOptions:
+    type: str
+    loss_weight: float = 1.0
+    reduction: str = "mean"
+    eps: float = 1e-12
+
+
+@dataclass
+class TrainSettings:
+    optim_g: OptimizerOptions
+    total_iter: int
+    scheduler: SchedulerOptions | None = None
+    pixel_opt: LossOptions | None = None
+    ema_decay: float = 0.0
+    warmup_iter: int = -1
+    grad_clip: float | None = None
+    amp: str | None = None
+    channels_last: bool = False
+
+
+@dataclass
+class LoggerOptions:
+    print_freq: int = 100
+    save_checkpoint_freq: int = 5000
+    use_tb_logger: bool = True
+    wandb: dict[str, Any] | None = None
+
+
+@dataclass
+class TrainOptions:
+    name: str
+    scale: int
+    network_g: NetworkOptions
+    datasets: dict[str, DatasetOptions]
+    train: TrainSettings
+    model_type: str = "SRModel"
+    num_gpu: int | str = "auto"
+    manual_seed: int | None = None
+    path: PathOptions = field(default_factory=PathOptions)
+    val: ValOptions | None = None
+    logger: LoggerOptions = field(default_factory=LoggerOptions)
+    dist_params: dict[str, Any] | None = None
+    print_network: bool = False
+    find_unused_parameters: bool = False
+
+
 def read_yaml(path: str | Path) -> dict:
     """The mapping at the top of a YAML file, or an OptionsError naming the file."""
     path = Path(path)
@@ -110,6 +202,33 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_test_options(path: str | Path) -> TestOptions:
     return parse(TestOptions, read_yaml(path), Path(path))
+
+
+def load_train_options(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainOptions:
+    """Training options from a YAML file, with BasicSR-style `key:sub=value` overrides applied first."""
+    data = read_yaml(path)
+    for override in overrides:
+        apply_override(data, override, Path(path))
+    return parse(TrainOptions, data, Path(path))
+
+
+def apply_override(data: dict, override: str, source: Path) -> None:
+    """Set `a:b:c=value` (or `a.b.c=value`) in a raw options mapping; the value is read as YAML."""
+    key, sep, text = override.partition("=")
+    path = [part for part in key.replace(".", ":").split(":") if part]
+    if not sep or not path:
+        raise OptionsError(f"{source}: --force-yml {override!r}: expected key:sub=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise OptionsError(f"{source}: --force-yml {override!r}: value is not valid YAML") from None
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise OptionsError(f"{source}: --force-yml {':'.join(path[: i + 1])} is not a mapping")
+        node = child
+    node[path[-1]] = value
 
 
 def parse(cls: type, data: Any, source: Path, where: str = "") -> Any:
@@ -161,6 +280,13 @@ def _convert(hint: Any, value: Any, source: Path, where: str) -> Any:
         return [_convert(args[0], v, source, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads `2e-4` (no dot) as a string
+        except ValueError:
+            pass
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # BasicSR files write counts as `!!float 5e3`
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise OptionsError(f"{source}: {where}: expected {hint.__name__}, got {_describe(value)}")
     return value

@@ -1,0 +1,182 @@
+"""Training datasets: paired HR/LR folders (BasicSR's PairedImageDataset) and HR-only folders degraded on the
+fly with MATLAB-exact bicubic (BicubicHRDataset).
+
+Items are addressed by (index, seed): the seed drives the crop and augmentation, so a sample does not depend
+on which worker process makes it. Every file is checked when the dataset is built, so a missing folder or an
+unreadable image is reported before training starts; images smaller than the patch are left out and listed
+in `skipped` (T91 mixes sizes), and a set left with none is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from torch.utils.data import Dataset
+
+from sr.data.augment import augment, paired_random_crop, random_crop
+from sr.data.imresize import imresize
+from sr.evaluate import DatasetError, find_pairs
+from sr.imageio import IMAGE_EXTENSIONS, ImageError, read_image, to_uint8
+from sr.options import DatasetOptions
+
+Sample = dict[str, torch.Tensor | str]
+
+
+def _folder(path: str, what: str, where: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DatasetError(f"{where}: {what} folder {folder} not found")
+    return folder
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, or a DatasetError naming the file."""
+    try:
+        with PILImage.open(path) as image:
+            return image.size
+    except (OSError, ValueError, PILImage.DecompressionBombError) as error:
+        raise DatasetError(f"{path}: not a readable image ({error})") from None
+
+
+def _rgb(path: Path) -> np.ndarray:
+    """An image as H x W x 3 float32 in [0, 1]: gray replicated, alpha dropped, any bit depth."""
+    try:
+        pixels = read_image(path).pixels
+    except ImageError as error:
+        raise DatasetError(str(error)) from None
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+
+
+def _meta_names(meta_info_file: str, where: str) -> list[str]:
+    try:
+        lines = Path(meta_info_file).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DatasetError(f"{where}: meta_info_file {meta_info_file}: {error.strerror}") from None
+    return [line.split(" ")[0] for line in lines if line.strip()]
+
+
+class PatchDataset(Dataset):
+    """Shared part: a list of files, a patch size, augmentation flags, and (index, seed) addressing."""
+
+    def __init__(self, opt: DatasetOptions, scale: int, where: str) -> None:
+        if opt.gt_size is None:
+            raise DatasetError(f"{where}: gt_size (the HR patch size) is required for training")
+        if opt.gt_size % scale:
+            raise DatasetError(f"{where}: gt_size {opt.gt_size} is not a multiple of the scale {scale}")
+        self.name, self.scale, self.gt_size = opt.name, scale, opt.gt_size
+        self.hflip = opt.use_hflip if opt.use_flip is None else opt.use_flip
+        self.rotation = opt.use_rot
+        self.skipped: list[Path] = []
+
+    def _check_not_empty(self, where: str) -> None:
+        if len(self) == 0:
+            raise DatasetError(f"{where}: no image is at least the {self.gt_size}px patch (gt_size)")
+
+    def _finish(self, gt: np.ndarray, lq: np.ndarray, rng: np.random.Generator, name: str) -> Sample:
+        gt, lq = augment([gt, lq], rng, hflip=self.hflip, rotation=self.rotation)
+        return {"lq": _to_tensor(lq), "gt": _to_tensor(gt), "name": name}
+
+
+class PairedImageDataset(PatchDataset):
+    """HR/LR pairs from `dataroot_gt` / `dataroot_lq` (matched with `filename_tmpl`, or a meta_info file)."""
+
+    def __init__(self, opt: DatasetOptions, scale: int, where: str) -> None:
+        super().__init__(opt, scale, where)
+        if not isinstance(opt.dataroot_gt, str) or not opt.dataroot_lq:
+            raise DatasetError(f"{where}: PairedImageDataset needs one dataroot_gt folder and dataroot_lq")
+        gt_dir = _folder(opt.dataroot_gt, "dataroot_gt", where)
+        lq_dir = _folder(opt.dataroot_lq, "dataroot_lq", where)
+        if opt.meta_info_file:
+            self.pairs = []
+            for name in _meta_names(opt.meta_info_file, where):
+                stem, ext = Path(name).stem, Path(name).suffix
+                self.pairs.append((gt_dir / name, lq_dir / f"{opt.filename_tmpl.format(stem)}{ext}"))
+        else:
+            self.pairs = [(hr, lr) for _, hr, lr in find_pairs(gt_dir, lq_dir, opt.filename_tmpl)]
+        lq_size, kept = self.gt_size // scale, []
+        for gt_path, lq_path in self.pairs:
+            (gw, gh), (lw, lh) = _size(gt_path), _size(lq_path)
+            if gw < lw * scale or gh < lh * scale:
+                raise DatasetError(f"{gt_path}: HR {gw}x{gh} is smaller than x{scale} of its LR ({lw}x{lh})")
+            if lw < lq_size or lh < lq_size:
+                self.skipped.append(gt_path)
+            else:
+                kept.append((gt_path, lq_path))
+        self.pairs = kept
+        self._check_not_empty(where)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        gt_path, lq_path = self.pairs[index]
+        rng = np.random.default_rng(seed)
+        gt, lq = paired_random_crop(_rgb(gt_path), _rgb(lq_path), self.gt_size, self.scale, rng, str(gt_path))
+        return self._finish(gt, lq, rng, gt_path.stem)
+
+
+class BicubicHRDataset(PatchDataset):
+    """HR images from one or more `dataroot_gt` folders; LR patches made by MATLAB bicubic downscaling.
+
+    8-bit images are downscaled as uint8 (rounded after each pass, as MATLAB does, so patches match
+    MATLAB-made LR files); deeper images in float.
+    """
+
+    def __init__(self, opt: DatasetOptions, scale: int, where: str) -> None:
+        super().__init__(opt, scale, where)
+        roots = [opt.dataroot_gt] if isinstance(opt.dataroot_gt, str) else opt.dataroot_gt
+        if not roots:
+            raise DatasetError(f"{where}: BicubicHRDataset needs dataroot_gt (a folder or a list)")
+        self.files: list[Path] = []
+        for root in roots:
+            folder = _folder(root, "dataroot_gt", where)
+            if opt.meta_info_file:
+                found = [folder / name for name in _meta_names(opt.meta_info_file, where)]
+            else:
+                found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DatasetError(f"{where}: {folder} holds no images")
+            self.files += found
+        for path in self.files:
+            if min(_size(path)) < self.gt_size:
+                self.skipped.append(path)
+        self.files = [p for p in self.files if p not in set(self.skipped)]
+        self._check_not_empty(where)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        path = self.files[index]
+        try:
+            image = read_image(path)
+        except ImageError as error:
+            raise DatasetError(str(error)) from None
+        pixels = image.pixels if image.pixels.shape[2] == 3 else np.repeat(image.pixels, 3, axis=2)
+        rng = np.random.default_rng(seed)
+        patch = random_crop(to_uint8(pixels) if image.bit_depth == 8 else pixels, self.gt_size, rng)
+        lq = imresize(patch, 1 / self.scale).astype(np.float32)
+        gt = patch.astype(np.float32)
+        if image.bit_depth == 8:
+            gt, lq = gt / 255, lq / 255
+        return self._finish(gt, lq, rng, path.stem)
+
+
+DATASET_TYPES = {"PairedImageDataset": PairedImageDataset, "BicubicHRDataset": BicubicHRDataset}
+
+
+def build_dataset(opt: DatasetOptions, scale: int, where: str) -> PatchDataset:
+    """The training dataset an options entry describes; `where` names it in errors (file: key)."""
+    cls = DATASET_TYPES.get(opt.type)
+    if cls is None:
+        raise DatasetError(f"{where}.type: unknown dataset type {opt.type!r} (known: {', '.join(DATASET_TYPES)})")
+    return cls(opt, scale, where)

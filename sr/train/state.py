@@ -1,0 +1,74 @@
+"""Training checkpoints: weights as safetensors (`params` and `params_ema`) plus a training-state file.
+
+Layout under the experiment folder, BasicSR-like: `models/net_g_<iter>.safetensors` and
+`training_states/<iter>.state`. Both are written atomically (temporary file, then rename), weights first,
+so a state file always has its weights; `latest()` finds the newest complete pair for --auto-resume.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from sr.checkpoint import read_state_dict
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    
+def _tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def weights_path(root: Path, iteration: int) -> Path:
+    return root / "models" / f"net_g_{iteration}.safetensors"
+
+
+def state_path(root: Path, iteration: int) -> Path:
+    return root / "training_states" / f"{iteration}.state"
+
+
+def save(root: Path, iteration: int, model: nn.Module, ema: nn.Module | None, state: dict) -> Path:
+    """Write the weights (params, and params_ema when training with EMA) then the training state."""
+    tensors = _tensors(model, "params")
+    if ema is not None:
+        tensors |= _tensors(ema, "params_ema")
+    weights = weights_path(root, iteration)
+    _atomic(weights, lambda tmp: save_file(tensors, tmp, metadata={"iteration": str(iteration)}))
+    _atomic(state_path(root, iteration), lambda tmp: torch.save(state, tmp))
+    return weights
+
+
+def latest(root: Path) -> int | None:
+    """The highest iteration with both a state file and its weights, or None."""
+    found = []
+    for path in (root / "training_states").glob("*.state"):
+        if re.fullmatch(r"\d+", path.stem) and weights_path(root, int(path.stem)).is_file():
+            found.append(int(path.stem))
+    return max(found, default=None)
+
+
+def load(root: Path, iteration: int) -> tuple[dict, dict | None, dict]:
+    """(params, params_ema or None, training state) saved at `iteration`."""
+    weights = weights_path(root, iteration)
+    params = read_state_dict(weights, "params")
+    try:
+        ema = read_state_dict(weights, "params_ema")
+    except ValueError:
+        ema = None
+    state = torch.load(state_path(root, iteration), map_location="cpu", weights_only=True)
+    return params, ema, state
