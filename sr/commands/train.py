@@ -18,12 +18,20 @@ EXAMPLES = """examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-opt", "--options", help="training options (BasicSR YAML format)")
-    parser.add_argument("--auto-resume", action="store_true",
-                        help="continue from the newest checkpoint of this run, if any")
-    parser.add_argument("--force-yml", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override options, e.g. train:total_iter=1000 (nested keys joined by ':')")
+    parser.add_argument(
+        "--auto-resume", action="store_true", help="continue from the newest checkpoint of this run, if any"
+    )
+    parser.add_argument(
+        "--force-yml",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override options, e.g. train:total_iter=1000 (nested keys joined by ':')",
+    )
     parser.add_argument("--no-plot", action="store_true", help="do not draw curves.png when training ends")
-    parser.add_argument("--plot", metavar="RUN_DIR", help="only draw RUN_DIR/curves.png from its logs, then exit")
+    parser.add_argument(
+        "--plot", metavar="RUN_DIR", help="only draw RUN_DIR/curves.png from its logs, then exit"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
 
 

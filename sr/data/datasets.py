@@ -178,5 +178,7 @@ def build_dataset(opt: DatasetOptions, scale: int, where: str) -> PatchDataset:
     """The training dataset an options entry describes; `where` names it in errors (file: key)."""
     cls = DATASET_TYPES.get(opt.type)
     if cls is None:
-        raise DatasetError(f"{where}.type: unknown dataset type {opt.type!r} (known: {', '.join(DATASET_TYPES)})")
+        raise DatasetError(
+            f"{where}.type: unknown dataset type {opt.type!r} (known: {', '.join(DATASET_TYPES)})"
+        )
     return cls(opt, scale, where)

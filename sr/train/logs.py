@@ -20,7 +20,11 @@ def _truncate(path: Path, fields: tuple[str, ...], last_iter: int) -> None:
     rows = []
     if path.is_file():
         with path.open(newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if r.get("iter", "").isdigit() and int(r["iter"]) <= last_iter]
+            rows = [
+                r
+                for r in csv.DictReader(handle)
+                if r.get("iter", "").isdigit() and int(r["iter"]) <= last_iter
+            ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
@@ -35,7 +39,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 class TrainLog:
     """Writes train_log.csv, val_log.csv, train.log and TensorBoard events under the experiment folder."""
 
-    def __init__(self, root: Path, *, start_iter: int, total_iter: int, print_freq: int, tensorboard: bool) -> None:
+    def __init__(
+        self, root: Path, *, start_iter: int, total_iter: int, print_freq: int, tensorboard: bool
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.train_csv, self.val_csv = root / "train_log.csv", root / "val_log.csv"
         _truncate(self.train_csv, TRAIN_FIELDS, start_iter)

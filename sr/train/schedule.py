@@ -44,7 +44,9 @@ def _cosine_restart(opt: SchedulerOptions, step: int, base_lr: float) -> float:
     index = min(bisect.bisect_left(ends, step), len(ends) - 1)
     start = 0 if index == 0 else ends[index - 1]
     weight, period = opt.restart_weights[index], opt.periods[index]
-    lr = opt.eta_min + weight * 0.5 * (base_lr - opt.eta_min) * (1 + math.cos(math.pi * (step - start) / period))
+    lr = opt.eta_min + weight * 0.5 * (base_lr - opt.eta_min) * (
+        1 + math.cos(math.pi * (step - start) / period)
+    )
     return lr / base_lr
 
 

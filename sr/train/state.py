@@ -29,7 +29,8 @@ def _atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    
+
+
 def _tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 

@@ -32,7 +32,15 @@ from sr.train.schedule import check_scheduler, lr_at
 from sr.train.validate import check_metrics, val_sets, validate
 
 # BasicSR model types that train a network with a pixel loss; ours handles them all (networks pad themselves).
-MODEL_TYPES = ("SRModel", "SwinIRModel", "HATModel", "DATModel", "DATModle", "SRFormerModel", "CAMixerSRModel")
+MODEL_TYPES = (
+    "SRModel",
+    "SwinIRModel",
+    "HATModel",
+    "DATModel",
+    "DATModle",
+    "SRFormerModel",
+    "CAMixerSRModel",
+)
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
@@ -62,16 +70,22 @@ class Trainer:
         self.root = Path(opt.path.experiments_root or Path("experiments") / opt.name)
         where = str(source)
         if opt.model_type not in MODEL_TYPES:
-            raise TrainError(f"{where}: model_type: {opt.model_type!r} is not a pixel-loss SR model type "
-                             f"(known: {', '.join(MODEL_TYPES)})")
+            raise TrainError(
+                f"{where}: model_type: {opt.model_type!r} is not a pixel-loss SR model type "
+                f"(known: {', '.join(MODEL_TYPES)})"
+            )
         train = opt.train
         if train.pixel_opt is None:
             raise TrainError(f"{where}: train.pixel_opt: required (the pixel loss)")
         if train.optim_g.type not in OPTIMIZERS:
-            raise TrainError(f"{where}: train.optim_g.type: unknown optimiser {train.optim_g.type!r} "
-                             f"(known: {', '.join(OPTIMIZERS)})")
+            raise TrainError(
+                f"{where}: train.optim_g.type: unknown optimiser {train.optim_g.type!r} "
+                f"(known: {', '.join(OPTIMIZERS)})"
+            )
         if train.amp not in (None, "bf16"):
-            raise TrainError(f"{where}: train.amp: {train.amp!r} is not supported (use bf16, or leave it out)")
+            raise TrainError(
+                f"{where}: train.amp: {train.amp!r} is not supported (use bf16, or leave it out)"
+            )
         if "train" not in opt.datasets:
             raise TrainError(f"{where}: datasets.train: required")
         try:
@@ -88,7 +102,9 @@ class Trainer:
         except ModelLoadError as error:
             raise TrainError(f"{where}: {error}") from None
         if self.params.setdefault("scale", opt.scale) != opt.scale:
-            raise TrainError(f"{where}: network_g scale {self.params['scale']} differs from scale {opt.scale}")
+            raise TrainError(
+                f"{where}: network_g scale {self.params['scale']} differs from scale {opt.scale}"
+            )
         try:
             self.net = self.family.build(**self.params)
         except (TypeError, ValueError) as error:
@@ -102,8 +118,12 @@ class Trainer:
         self.val_sets = val_sets(opt.datasets, where) if opt.val and opt.val.val_freq else []
         try:
             self.sampler = TrainBatchSampler(
-                len(self.dataset), train_opt.batch_size_per_gpu, seed=self.seed, shuffle=train_opt.use_shuffle,
-                enlarge_ratio=train_opt.dataset_enlarge_ratio, rank=self.dist.rank,
+                len(self.dataset),
+                train_opt.batch_size_per_gpu,
+                seed=self.seed,
+                shuffle=train_opt.use_shuffle,
+                enlarge_ratio=train_opt.dataset_enlarge_ratio,
+                rank=self.dist.rank,
                 world_size=self.dist.world_size,
             )
         except ValueError as error:
@@ -116,7 +136,9 @@ class Trainer:
         self.ema = EMA(self.net, train.ema_decay) if train.ema_decay > 0 else None
         params = [p for p in self.net.parameters() if p.requires_grad]
         o = train.optim_g
-        kwargs = dict(lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps, amsgrad=o.amsgrad)
+        kwargs = dict(
+            lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps, amsgrad=o.amsgrad
+        )
         self.optimizer = OPTIMIZERS[o.type](params, **kwargs)
         self.start_iter = 0
         resume_from = self._resume_point(auto_resume)
@@ -129,13 +151,17 @@ class Trainer:
         self.model = self.net
         if self.dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[device.index] if device.type == "cuda" else None,
+                self.net,
+                device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=opt.find_unused_parameters,
             )
         workers = train_opt.num_worker_per_gpu
         self.loader = DataLoader(
-            self.dataset, batch_sampler=self.sampler, num_workers=workers,
-            prefetch_factor=train_opt.prefetch_factor if workers else None, persistent_workers=workers > 0,
+            self.dataset,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            prefetch_factor=train_opt.prefetch_factor if workers else None,
+            persistent_workers=workers > 0,
             pin_memory=train_opt.pin_memory and device.type == "cuda",
         )
 
@@ -145,7 +171,9 @@ class Trainer:
             weights = read_state_dict(resolve(path), p.param_key_g)
         except (CheckpointError, ModelLoadError) as error:
             raise TrainError(f"{self.source}: path.pretrain_network_g: {error}") from None
-        weights = {k: v for k, v in self.family.remap_keys(weights).items() if not self.family.ignored_keys(k)}
+        weights = {
+            k: v for k, v in self.family.remap_keys(weights).items() if not self.family.ignored_keys(k)
+        }
         try:
             self.net.load_state_dict(weights, strict=p.strict_load_g)
         except RuntimeError as error:
@@ -166,18 +194,26 @@ class Trainer:
         self.net.load_state_dict(params)
         if self.ema is not None:
             if ema is None:
-                raise TrainError(f"{state.weights_path(self.root, iteration)}: no params_ema to resume EMA from")
+                raise TrainError(
+                    f"{state.weights_path(self.root, iteration)}: no params_ema to resume EMA from"
+                )
             self.ema.model.load_state_dict(ema)
         self.optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
         if saved.get("seed") != self.seed:
-            raise TrainError(f"{self.root}: the checkpoint was trained with seed {saved.get('seed')}, "
-                             f"the options now give {self.seed}")
+            raise TrainError(
+                f"{self.root}: the checkpoint was trained with seed {saved.get('seed')}, "
+                f"the options now give {self.seed}"
+            )
         self.start_iter = iteration
 
     def _state(self, iteration: int) -> dict:
-        return {"iter": iteration, "seed": self.seed, "optimizer": self.optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state()}
+        return {
+            "iter": iteration,
+            "seed": self.seed,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def _autocast(self):
         if not self.amp:
@@ -209,9 +245,16 @@ class Trainer:
         net = self.ema.model if self.ema is not None else self.net
         was_training = net.training
         net.eval()
-        loaded = LoadedModel(model=net, family=self.family.name, scale=self.opt.scale, params=self.params,
-                             multiple_of=self.family.multiple_of, supports_fp16=self.family.supports_fp16,
-                             supports_bf16=self.family.supports_bf16, source=str(self.source))
+        loaded = LoadedModel(
+            model=net,
+            family=self.family.name,
+            scale=self.opt.scale,
+            params=self.params,
+            multiple_of=self.family.multiple_of,
+            supports_fp16=self.family.supports_fp16,
+            supports_bf16=self.family.supports_bf16,
+            source=str(self.source),
+        )
         log.validation(iteration, validate(loaded, self.val_sets, self.opt.val.metrics))
         net.train(was_training)
 
@@ -219,18 +262,27 @@ class Trainer:
         opt, total = self.opt, self.opt.train.total_iter
         log = None
         if self.dist.main:
-            log = TrainLog(self.root, start_iter=self.start_iter, total_iter=total,
-                           print_freq=opt.logger.print_freq, tensorboard=opt.logger.use_tb_logger)
+            log = TrainLog(
+                self.root,
+                start_iter=self.start_iter,
+                total_iter=total,
+                print_freq=opt.logger.print_freq,
+                tensorboard=opt.logger.use_tb_logger,
+            )
             what = f"resuming at iteration {self.start_iter}" if self.start_iter else "starting"
-            log.message(f"{opt.name}: {what}; {self.family.name} {self.params}, seed {self.seed}, "
-                        f"{len(self.dataset)} training images, {len(self.sampler)} batches/epoch, "
-                        f"{self.dist.world_size} process(es) on {self.dist.device}, "
-                        f"{'bf16 autocast' if self.amp else 'fp32'}")
+            log.message(
+                f"{opt.name}: {what}; {self.family.name} {self.params}, seed {self.seed}, "
+                f"{len(self.dataset)} training images, {len(self.sampler)} batches/epoch, "
+                f"{self.dist.world_size} process(es) on {self.dist.device}, "
+                f"{'bf16 autocast' if self.amp else 'fp32'}"
+            )
             if self.dataset.skipped:
                 names = ", ".join(p.name for p in self.dataset.skipped[:5])
                 more = ", ..." if len(self.dataset.skipped) > 5 else ""
-                log.message(f"left out {len(self.dataset.skipped)} training images smaller than the "
-                            f"{self.dataset.gt_size}px patch ({names}{more})")
+                log.message(
+                    f"left out {len(self.dataset.skipped)} training images smaller than the "
+                    f"{self.dataset.gt_size}px patch ({names}{more})"
+                )
             if opt.train.amp and not self.amp:
                 log.message(f"bf16 is not supported on {self.dist.device}; training in fp32")
         iteration, weights = self.start_iter, None
@@ -247,8 +299,13 @@ class Trainer:
                         log.iteration(iteration, epoch, loss, lr)
                     if iteration % save_freq == 0 or iteration == total:
                         if self.dist.main:
-                            weights = state.save(self.root, iteration, self.net,
-                                                 self.ema.model if self.ema else None, self._state(iteration))
+                            weights = state.save(
+                                self.root,
+                                iteration,
+                                self.net,
+                                self.ema.model if self.ema else None,
+                                self._state(iteration),
+                            )
                         distributed.barrier(self.dist)
                     if val_freq and (iteration % val_freq == 0 or iteration == total):
                         if self.dist.main:
@@ -262,4 +319,3 @@ class Trainer:
             if log:
                 log.close()
         return TrainResult(self.root, iteration, weights, self.net, self.ema.model if self.ema else None)
-

@@ -21,7 +21,9 @@ ValSet = tuple[str, list[tuple[str, Path, Path]]]
 def check_metrics(metrics: dict[str, MetricOptions], where: str) -> None:
     for name, metric in metrics.items():
         if metric.type not in METRICS:
-            raise ValueError(f"{where}.{name}.type: unknown metric {metric.type!r} (known: {', '.join(METRICS)})")
+            raise ValueError(
+                f"{where}.{name}.type: unknown metric {metric.type!r} (known: {', '.join(METRICS)})"
+            )
 
 
 def val_sets(datasets: dict[str, DatasetOptions], where: str) -> list[ValSet]:
@@ -45,7 +47,9 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(net: LoadedModel, sets: list[ValSet], metrics: dict[str, MetricOptions]) -> dict[str, dict[str, float]]:
+def validate(
+    net: LoadedModel, sets: list[ValSet], metrics: dict[str, MetricOptions]
+) -> dict[str, dict[str, float]]:
     """Mean of each metric per set: uint8 output against the HR cropped to scale x LR."""
     from sr.upscale import image_to_tensor, tensor_to_image, upscale_tensor
 
