@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force-yml",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="override options, e.g. train:total_iter=1000 (nested keys joined by ':')",
