@@ -14,7 +14,8 @@ descending argsort, ties included; the others take v·sa). With N windows per im
 - `stochastic=False`: deterministic, `keep = min(round(N·E[r]·2·ratio), N)` with the draw's expected share
   E[r] = mean(sigmoid(score₀ − score₁)) over the batch: the official count's mean, rounded.
 `ratio` is not stored in checkpoints; the official test options use 0.5. Below ratio 1 the window count
-is read back as a Python int, so ONNX export needs ratio 1.0.
+is read back as a Python int in eager mode; while exporting, every window is attended and the `keep` best are
+selected with a rank mask built from tensors, which gives the same output and stays valid for any size.
 
 The forward is the official inference path in train() mode too: the official training-time routing (a
 straight-through Gumbel mask over all windows and the ratio loss) is not reproduced; train at ratio 1.0.
@@ -144,6 +145,9 @@ class CAMixer(nn.Module):
         q_w, k_w, v_w = (to_windows(t, self.window) for t in (x, k, v))
         if self.ratio >= 1:
             out = self._attend(q_w, k_w, v_w)
+        elif is_exporting():
+            chosen = self._chosen_mask(self.route.window_scores(features))
+            out = torch.where(chosen, self._attend(q_w, k_w, v_w), to_windows(v * sa, self.window))
         else:
             chosen = self._chosen_windows(self.route.window_scores(features))
             out = to_windows(v * sa, self.window)
@@ -170,6 +174,17 @@ class CAMixer(nn.Module):
         keep = min(keep, windows)
         best = scores[..., 0].argsort(dim=1, descending=True)[:, :keep]
         return (best + windows * torch.arange(n, device=scores.device).view(n, 1)).flatten()
+
+
+    def _chosen_mask(self, scores: torch.Tensor) -> torch.Tensor:
+        """The deterministic choice of `_chosen_windows` as a (N·nW, 1, 1) mask, from tensor ops only."""
+        if self.stochastic:
+            raise RuntimeError("CAMixerSR exports only in deterministic mode (stochastic=False)")
+        windows = torch.ones_like(scores[0, :, 0]).sum()  # the window count as a traced tensor
+        expected = torch.sigmoid(scores[..., 0] - scores[..., 1]).mean()
+        keep = torch.minimum(torch.round(windows * expected * 2 * self.ratio), windows)
+        rank = scores[..., 0].argsort(dim=1, descending=True).argsort(dim=1)
+        return (rank < keep).flatten().view(-1, 1, 1)
 
 
 class GatedFeedForward(nn.Module):

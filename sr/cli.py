@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from sr import __version__
-from sr.commands import evaluate, models, train, upscale
+from sr.commands import evaluate, export, models, train, upscale
 
-COMMANDS = {"upscale": upscale, "test": evaluate, "train": train, "models": models}
+COMMANDS = {"upscale": upscale, "test": evaluate, "train": train, "export": export, "models": models}
 
 
 class _Parser(argparse.ArgumentParser):

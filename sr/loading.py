@@ -49,8 +49,17 @@ def scale_from_filename(name: str) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-def resolve(path_or_name: str | os.PathLike) -> Path:
-    """A weight file for a path or a zoo name."""
+# The bundled default model: PAN x4 trained by this project (options/train/PAN/train_PAN_x4_default.yml).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "PANx4_default.safetensors"
+DEFAULT_NAME = "default"
+
+
+def resolve(path_or_name: str | os.PathLike | None) -> Path:
+    """A weight file for a path or a zoo name; None or 'default' is the bundled default model."""
+    if path_or_name is None or str(path_or_name) == DEFAULT_NAME:
+        if not DEFAULT_MODEL.is_file():
+            raise ModelLoadError(f"{DEFAULT_MODEL}: the bundled default model is missing (reinstall sr)")
+        return DEFAULT_MODEL
     path = Path(path_or_name)
     if path.exists():
         return path
@@ -64,7 +73,7 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
 
 
 def load_model(
-    path_or_name: str | os.PathLike, scale: int | None = None, device: str | torch.device = "cpu"
+    path_or_name: str | os.PathLike | None = None, scale: int | None = None, device: str | torch.device = "cpu"
 ) -> LoadedModel:
     """Load weights, detect the network, infer its settings and build it in eval mode."""
     path = resolve(path_or_name)

@@ -69,7 +69,7 @@ def upscale_tensor(
     outer quarter of each overlap is discarded, so it should exceed 4x the network's effective reach
     (PAN: ~16 LR px). The output is not clamped.
     """
-    device = next(net.model.parameters()).device
+    device = next(net.model.parameters(), torch.empty(0)).device  # ONNX Runtime modules hold none
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" and net.supports_bf16 else torch.float32)
     n, c, h, w = lr.shape
     s, m = net.scale, net.multiple_of

@@ -11,7 +11,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = Tru
         "-m",
         "--model",
         required=required,
-        help="weight file (.pth/.pt/.ckpt/.safetensors) or a model name from `sr models`",
+        help="weight file (.pth/.pt/.ckpt/.safetensors) or a model name from `sr models` "
+        + ("" if required else "(default: the bundled PAN x4 model)"),
     )
     parser.add_argument(
         "-s",
@@ -33,6 +34,21 @@ def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="inference engine: PyTorch, or ONNX Runtime (PyTorch weights are exported and cached on first "
+        "use; an .onnx model always uses ONNX Runtime)",
+    )
+    parser.add_argument(
+        "--providers",
+        type=lambda text: [p for p in text.split(",") if p],
+        help="ONNX Runtime providers in order of preference, e.g. cuda or tensorrt,cuda (default: cpu)",
+    )
+
+
 def error(message: str) -> None:
     """Print a one-line error to stderr."""
     print(f"sr: error: {message}", file=sys.stderr)
@@ -50,6 +66,11 @@ def load_or_report(args: argparse.Namespace):
         error(f"--device {args.device}: CUDA is not available on this machine")
         return None
     try:
+        onnx = getattr(args, "backend", "torch") == "onnx" or str(args.model or "").lower().endswith(".onnx")
+        if onnx:
+            from sr.onnx.runtime import load_onnx_model
+
+            return load_onnx_model(args.model, scale=args.scale, providers=getattr(args, "providers", None))
         return load_model(args.model, scale=args.scale, device=args.device)
     except ModelLoadError as problem:
         error(str(problem))

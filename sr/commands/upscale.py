@@ -13,7 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sr.commands.common import add_model_arguments, add_tiling_arguments, error, load_or_report
+from sr.commands.common import (
+    add_backend_arguments,
+    add_model_arguments,
+    add_tiling_arguments,
+    error,
+    load_or_report,
+)
 
 HELP = "upscale images (files, folders or globs)"
 EXAMPLES = """examples:
@@ -30,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", help="output file (single input) or folder (default: beside each input)"
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, required=False)
+    add_backend_arguments(parser)
     add_tiling_arguments(parser)
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument(

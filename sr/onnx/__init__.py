@@ -1,0 +1,1 @@
+"""ONNX: export with built-in verification (`export`), and ONNX Runtime inference (`runtime`)."""

@@ -1,0 +1,143 @@
+"""ONNX Runtime inference behind the same interface as a PyTorch model, so the tiling/padding/I/O engine
+(`sr.upscale`) runs `.onnx` files unchanged; PyTorch weights are exported and cached on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sr import zoo
+from sr.loading import LoadedModel, ModelLoadError, load_model, resolve
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+REQUIRED_METADATA = ("sr.family", "sr.scale", "sr.multiple_of")
+
+
+def providers_for(names: list[str] | None) -> list[str]:
+    """ONNX Runtime provider names for short or full names, checked against what is installed."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen = []
+    for name in names or ["cpu"]:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ModelLoadError(
+                f"ONNX Runtime provider {name}: not installed (available: {', '.join(available)})"
+            )
+        chosen.append(full)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")  # fallback for nodes other providers do not take
+    return chosen
+
+
+def session(path: str | os.PathLike, providers: list[str] | None = None):
+    """An ONNX Runtime session using this process's PyTorch thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers_for(providers))
+    except (
+        ort.capi.onnxruntime_pybind11_state.Fail,
+        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+        ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+        ort.capi.onnxruntime_pybind11_state.NotImplemented,
+    ) as error:
+        raise RuntimeError(" ".join(str(error).split())[:300]) from None
+
+
+class OrtModule(torch.nn.Module):
+    """Calls an ONNX Runtime session on N x C x H x W float tensors, returning float32 tensors."""
+
+    def __init__(self, sess) -> None:
+        super().__init__()
+        self.session = sess
+        self.input_name = sess.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        out = self.session.run(None, {self.input_name: array})[0]
+        return torch.from_numpy(out).to(x.device)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The sr.* metadata of an ONNX file, or a ModelLoadError naming the file and the problem."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf raises assorted errors on garbage
+        raise ModelLoadError(
+            f"{path}: not a valid ONNX file ({' '.join(str(error).split())[:120]})"
+        ) from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise ModelLoadError(
+            f"{path}: not a super-resolution model exported by sr (no {missing[0]} metadata; "
+            "export one with `sr export`)"
+        )
+    return meta
+
+
+def load_onnx_file(path: str | os.PathLike, providers: list[str] | None = None) -> LoadedModel:
+    """An exported `.onnx` file as a LoadedModel running on ONNX Runtime."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    meta = read_metadata(path)
+    try:
+        sess = session(path, providers)
+    except RuntimeError as error:
+        raise ModelLoadError(f"{path}: ONNX Runtime cannot load it ({error})") from None
+    return LoadedModel(
+        model=OrtModule(sess),
+        family=meta["sr.family"],
+        scale=int(meta["sr.scale"]),
+        params=json.loads(meta.get("sr.params", "{}")),
+        multiple_of=int(meta["sr.multiple_of"]),
+        supports_fp16=False,
+        supports_bf16=False,
+        source=str(path),
+    )
+
+
+def cache_path(weights: Path, scale: int, opset: int) -> Path:
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    return zoo.models_dir() / "onnx" / f"{weights.stem}-{digest}-x{scale}-opset{opset}.onnx"
+
+
+def load_onnx_model(
+    path_or_name: str | os.PathLike | None = None,
+    scale: int | None = None,
+    providers: list[str] | None = None,
+) -> LoadedModel:
+    """ONNX Runtime model for an `.onnx` file, or for PyTorch weights (exported, verified and cached once)."""
+    from sr.onnx.export import DEFAULT_OPSET, ExportError, export
+
+    if path_or_name is not None and str(path_or_name).lower().endswith(".onnx"):
+        return load_onnx_file(path_or_name, providers)
+    weights = resolve(path_or_name)
+    net = load_model(weights, scale=scale)
+    cached = cache_path(weights, net.scale, DEFAULT_OPSET)
+    if not cached.is_file():
+        try:
+            export(net, cached)
+        except ExportError as error:
+            raise ModelLoadError(str(error)) from None
+    return load_onnx_file(cached, providers)
