@@ -73,7 +73,9 @@ def resolve(path_or_name: str | os.PathLike | None) -> Path:
 
 
 def load_model(
-    path_or_name: str | os.PathLike | None = None, scale: int | None = None, device: str | torch.device = "cpu"
+    path_or_name: str | os.PathLike | None = None,
+    scale: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Load weights, detect the network, infer its settings and build it in eval mode."""
     path = resolve(path_or_name)

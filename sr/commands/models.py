@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from sr.loading import DEFAULT_MODEL, DEFAULT_NAME
 
     state = "bundled" if DEFAULT_MODEL.is_file() else "missing"
-    print(f"Default model (used when -m is not given, or -m {DEFAULT_NAME}): PAN x4 trained by this project, {state}")
+    print(f"Default model (used without -m, or -m {DEFAULT_NAME}): PAN x4 trained by this project, {state}")
     print(f"Named models (use with -m NAME; downloaded once, sha256-verified, cached in {zoo.models_dir()}):")
     for entry in zoo.ZOO.values():
         cached = "cached" if (zoo.models_dir() / entry.filename).is_file() else ""

@@ -86,7 +86,8 @@ class TrainLog:
             rate = (it - self.window_iter) / max(now - self.window_start, 1e-9)
             self.window_start, self.window_iter = now, it
             eta = timedelta(seconds=round((self.total - it) / max(rate, 1e-9)))
-            line = f"[iter {it}/{self.total} epoch {epoch}] loss {loss:.4e} lr {lr:.3e} {rate:.2f} it/s eta {eta}"
+            line = f"[iter {it}/{self.total} epoch {epoch}] loss {loss:.4e} lr {lr:.3e} {rate:.2f} it/s"
+            line += f" eta {eta}"
             self.text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             self.text.flush()
             if self.bar is None:
