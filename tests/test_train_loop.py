@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -68,7 +69,7 @@ def _train(opt: Path, root: Path, *extra: str, wait=True):
         "-opt",
         str(opt),
         "--threads",
-        "1",
+        os.environ.get("SR_TEST_THREADS", "1"),
         "--force-yml",
         f"path:experiments_root={root}",
         *extra,
@@ -160,3 +161,35 @@ def test_two_process_ddp_ranks_agree_and_match_one_process(tmp_path, shared_dir)
         torch.testing.assert_close(rank0[name], alone[name], rtol=0, atol=2e-5)
     saved = read_state_dict(out / "run" / "models" / "net_g_6.safetensors", "params")
     assert all(torch.equal(saved[n], rank0[n]) for n in rank0), "rank 0 checkpoints its own weights"
+
+
+OFFICIAL_STYLE = [
+    "SwinIR/train_SwinIR_SRx4.yml",
+    "HAT/train_HAT-S_SRx4_finetune_from_SRx2.yml",
+    "SRFormer/train_SRFormer_light_SRx4_scratch.yml",
+    "DAT/train_DAT_light_x4.yml",
+    "CAMixerSR/train_CAMixerSR_x4.yml",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OFFICIAL_STYLE)
+def test_paper_options_train_with_only_data_paths_changed(name, tmp_path, shared_dir):
+    """The options written like the official files (official keys: upscale, img_size, model_type ...)
+    train one iteration at their own batch and patch size once pointed at data."""
+    smoke = shared_dir / "data" / "DIV2K_smoke"
+    run = _train(
+        ROOT / "options" / "train" / name,
+        tmp_path / "run",
+        "--no-plot",
+        "--force-yml",
+        f"datasets:train:dataroot_gt={smoke / 'HR'}",
+        f"datasets:train:dataroot_lq={smoke / 'LR_bicubic/X4'}",
+        "datasets:train:filename_tmpl='{}'",
+        "datasets:train:dataset_enlarge_ratio=100",
+        "path:pretrain_network_g=~",
+        "train:total_iter=1",
+        "val:val_freq=~",
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "run" / "models" / "net_g_1.safetensors").is_file()
