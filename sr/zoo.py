@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from sr.atomic import write_atomically
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,10 @@ def fetch(entry: ZooEntry, *, url: str | None = None) -> Path:
     target = models_dir() / entry.filename
     if target.is_file() and sha256_of(target) == entry.sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     source = url or entry.url
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{entry.filename}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=60) as response:
+
+    def download(tmp: str) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(source, timeout=60) as response:
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
         got = sha256_of(Path(tmp))
@@ -102,10 +102,9 @@ def fetch(entry: ZooEntry, *, url: str | None = None) -> Path:
             raise ZooError(
                 f"{entry.name}: download from {source} has sha256 {got[:12]}…, expected {entry.sha256[:12]}…"
             )
-        os.replace(tmp, target)
+
+    try:
+        write_atomically(target, download, suffix=".part")
     except OSError as error:
         raise ZooError(f"{entry.name}: cannot download {source} ({error})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target

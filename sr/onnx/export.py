@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 import archs
 from sr import __version__
+from sr.atomic import write_atomically
 from sr.loading import LoadedModel
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -196,18 +196,13 @@ def export(
 def _write(proto, out: Path) -> None:
     import onnx
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        large = proto.ByteSize() >= TWO_GB
-        onnx.save_model(
-            proto, tmp, save_as_external_data=large, location=f"{out.name}.data" if large else None
-        )
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    large = proto.ByteSize() >= TWO_GB
+    location = f"{out.name}.data" if large else None
+
+    def save(tmp: str) -> None:
+        onnx.save_model(proto, tmp, save_as_external_data=large, location=location)
+
+    write_atomically(out, save)
 
 
 def _verify(net, model, path: Path, report: ExportReport, static, dtype: str, providers) -> None:

@@ -7,28 +7,15 @@ so a state file always has its weights; `latest()` finds the newest complete pai
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from sr.atomic import write_atomically
 from sr.checkpoint import read_state_dict
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -49,8 +36,8 @@ def save(root: Path, iteration: int, model: nn.Module, ema: nn.Module | None, st
     if ema is not None:
         tensors |= _tensors(ema, "params_ema")
     weights = weights_path(root, iteration)
-    _atomic(weights, lambda tmp: save_file(tensors, tmp, metadata={"iteration": str(iteration)}))
-    _atomic(state_path(root, iteration), lambda tmp: torch.save(state, tmp))
+    write_atomically(weights, lambda tmp: save_file(tensors, tmp, metadata={"iteration": str(iteration)}))
+    write_atomically(state_path(root, iteration), lambda tmp: torch.save(state, tmp))
     return weights
 
 
