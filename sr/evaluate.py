@@ -72,8 +72,28 @@ def find_pairs(hr_dir: Path, lr_dir: Path, filename_tmpl: str = "{}") -> list[tu
     return pairs
 
 
-def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """H x W x C pixels with gray (C == 1) replicated to three channels."""
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def super_resolve_pair(
+    net: LoadedModel, lr: Image, hr: Image, *, tile: int | None = None, tile_overlap: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 RGB output for `lr`, and the uint8 RGB `hr` cropped top-left to the output's size."""
+    import torch
+
+    from sr.upscale import image_to_tensor, tensor_to_image, upscale_tensor
+
+    out = upscale_tensor(net, image_to_tensor(as_rgb(lr.pixels)), tile=tile, tile_overlap=tile_overlap)
+    sr_u8 = to_uint8(tensor_to_image(out.to(torch.float32)))
+    h, w = sr_u8.shape[:2]
+    hr_u8 = to_uint8(as_rgb(hr.pixels)[:h, :w])
+    if hr_u8.shape[:2] != (h, w):
+        raise DatasetError(
+            f"HR image is smaller ({hr.pixels.shape[1]}x{hr.pixels.shape[0]}) than scale x LR ({w}x{h})"
+        )
+    return sr_u8, hr_u8
 
 
 def score_image(
@@ -86,18 +106,7 @@ def score_image(
     tile_overlap: int = 64,
 ) -> tuple[ImageScore, np.ndarray]:
     """PSNR/SSIM of one super-resolved LR image against its HR, and the uint8 RGB output."""
-    import torch
-
-    from sr.upscale import image_to_tensor, tensor_to_image, upscale_tensor
-
-    out = upscale_tensor(net, image_to_tensor(_as_rgb(lr.pixels)), tile=tile, tile_overlap=tile_overlap)
-    sr_u8 = to_uint8(tensor_to_image(out.to(torch.float32)))
-    h, w = sr_u8.shape[:2]
-    hr_u8 = to_uint8(_as_rgb(hr.pixels)[:h, :w])
-    if hr_u8.shape[:2] != (h, w):
-        raise DatasetError(
-            f"HR image is smaller ({hr.pixels.shape[1]}x{hr.pixels.shape[0]}) than scale x LR ({w}x{h})"
-        )
+    sr_u8, hr_u8 = super_resolve_pair(net, lr, hr, tile=tile, tile_overlap=tile_overlap)
     return ImageScore(
         "", psnr(sr_u8, hr_u8, crop_border=crop_border), ssim(sr_u8, hr_u8, crop_border=crop_border)
     ), sr_u8

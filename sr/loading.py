@@ -147,11 +147,7 @@ def _build(
         model = family.build(**params)
     except (TypeError, ValueError) as error:
         raise ModelLoadError(f"{path}: cannot build {family.name} with {params}: {error}") from None
-    state_dict = {k: v for k, v in state_dict.items() if not family.ignored_keys(k)}
-    try:
-        model.load_state_dict(state_dict, strict=strict)
-    except RuntimeError as error:
-        raise ModelLoadError(f"{path}: weights do not fit {family.name}: {_summarise(error)}") from None
+    load_weights(model, family, state_dict, path, strict=strict)
     model.eval().requires_grad_(False).to(device)
     return LoadedModel(
         model=model,
@@ -163,6 +159,15 @@ def _build(
         supports_bf16=family.supports_bf16,
         source=str(path),
     )
+
+
+def load_weights(model: nn.Module, family: Family, state_dict: dict, path: Path, *, strict: bool) -> None:
+    """Load a (remapped) state dict into `model`, leaving out the buffers the family recomputes."""
+    state_dict = {k: v for k, v in state_dict.items() if not family.ignored_keys(k)}
+    try:
+        model.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as error:
+        raise ModelLoadError(f"{path}: weights do not fit {family.name}: {_summarise(error)}") from None
 
 
 def _params(family: Family, state_dict: dict, scale: int | None, hint: int | None, path: Path) -> dict:

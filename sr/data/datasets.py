@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from sr.data.augment import augment, paired_random_crop, random_crop
 from sr.data.imresize import imresize
-from sr.evaluate import DatasetError, find_pairs
+from sr.evaluate import DatasetError, as_rgb, find_pairs
 from sr.imageio import IMAGE_EXTENSIONS, ImageError, read_image, to_uint8
 from sr.options import DatasetOptions
 
@@ -44,10 +44,9 @@ def _size(path: Path) -> tuple[int, int]:
 def _rgb(path: Path) -> np.ndarray:
     """An image as H x W x 3 float32 in [0, 1]: gray replicated, alpha dropped, any bit depth."""
     try:
-        pixels = read_image(path).pixels
+        return as_rgb(read_image(path).pixels)
     except ImageError as error:
         raise DatasetError(str(error)) from None
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -148,7 +147,8 @@ class BicubicHRDataset(PatchDataset):
         for path in self.files:
             if min(_size(path)) < self.gt_size:
                 self.skipped.append(path)
-        self.files = [p for p in self.files if p not in set(self.skipped)]
+        skipped = set(self.skipped)
+        self.files = [p for p in self.files if p not in skipped]
         self._check_not_empty(where)
 
     def __len__(self) -> int:
@@ -161,7 +161,7 @@ class BicubicHRDataset(PatchDataset):
             image = read_image(path)
         except ImageError as error:
             raise DatasetError(str(error)) from None
-        pixels = image.pixels if image.pixels.shape[2] == 3 else np.repeat(image.pixels, 3, axis=2)
+        pixels = as_rgb(image.pixels)
         rng = np.random.default_rng(seed)
         patch = random_crop(to_uint8(pixels) if image.bit_depth == 8 else pixels, self.gt_size, rng)
         lq = imresize(patch, 1 / self.scale).astype(np.float32)

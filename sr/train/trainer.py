@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from sr.checkpoint import CheckpointError, read_state_dict
 from sr.data.datasets import build_dataset
 from sr.data.sampler import TrainBatchSampler
-from sr.loading import LoadedModel, ModelLoadError, network_params, resolve
+from sr.loading import LoadedModel, ModelLoadError, load_weights, network_params, resolve
 from sr.options import TrainOptions
 from sr.train import distributed, state
 from sr.train.ema import EMA
@@ -168,17 +168,11 @@ class Trainer:
     def _load_pretrained(self, path: str) -> None:
         p = self.opt.path
         try:
-            weights = read_state_dict(resolve(path), p.param_key_g)
+            weights = resolve(path)
+            state_dict = self.family.remap_keys(read_state_dict(weights, p.param_key_g))
+            load_weights(self.net, self.family, state_dict, weights, strict=p.strict_load_g)
         except (CheckpointError, ModelLoadError) as error:
             raise TrainError(f"{self.source}: path.pretrain_network_g: {error}") from None
-        weights = {
-            k: v for k, v in self.family.remap_keys(weights).items() if not self.family.ignored_keys(k)
-        }
-        try:
-            self.net.load_state_dict(weights, strict=p.strict_load_g)
-        except RuntimeError as error:
-            first = str(error).splitlines()[0]
-            raise TrainError(f"{path}: weights do not fit {self.family.name}: {first}") from None
 
     def _resume_point(self, auto_resume: bool) -> int | None:
         if self.opt.path.resume_state:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr.evaluate import DatasetError, find_pairs
-from sr.imageio import read_image, to_uint8
+from sr.evaluate import DatasetError, find_pairs, super_resolve_pair
+from sr.imageio import read_image
 from sr.loading import LoadedModel
 from sr.metrics import psnr, ssim
 from sr.options import DatasetOptions, MetricOptions
@@ -42,26 +42,16 @@ def val_sets(datasets: dict[str, DatasetOptions], where: str) -> list[ValSet]:
     return sets
 
 
-def _rgb(pixels: np.ndarray) -> np.ndarray:
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
-
-
 @torch.no_grad()
 def validate(
     net: LoadedModel, sets: list[ValSet], metrics: dict[str, MetricOptions]
 ) -> dict[str, dict[str, float]]:
     """Mean of each metric per set: uint8 output against the HR cropped to scale x LR."""
-    from sr.upscale import image_to_tensor, tensor_to_image, upscale_tensor
-
     results = {}
     for name, pairs in sets:
         scores: dict[str, list[float]] = {m: [] for m in metrics}
         for _, hr_path, lr_path in pairs:
-            lr = _rgb(read_image(lr_path).pixels)
-            out = upscale_tensor(net, image_to_tensor(lr))
-            sr_u8 = to_uint8(tensor_to_image(out.float()))
-            h, w = sr_u8.shape[:2]
-            hr_u8 = to_uint8(_rgb(read_image(hr_path).pixels)[:h, :w])
+            sr_u8, hr_u8 = super_resolve_pair(net, read_image(lr_path), read_image(hr_path))
             for key, metric in metrics.items():
                 border = net.scale if metric.crop_border is None else metric.crop_border
                 fn = METRICS[metric.type]
