@@ -1,18 +1,21 @@
 """The `sr` command: parses arguments and hands each subcommand to its module in `sr.commands`.
 
 Subcommand modules import heavy dependencies (torch, image libraries) only when they run, so `sr --help`
-stays fast.
+stays fast. Packages built on `sr` (the web demo) add subcommands through the `sr.commands` entry point
+group, so `sr` never imports them by name.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 
 from sr import __version__
 from sr.commands import evaluate, export, models, train, upscale
 
 COMMANDS = {"upscale": upscale, "test": evaluate, "train": train, "export": export, "models": models}
+COMMANDS |= {plugin.name: plugin.load() for plugin in entry_points(group="sr.commands")}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -156,6 +156,16 @@ def test_model_errors_are_one_line_and_nothing_is_written(lr_file, tmp_path):
     assert not out.exists()
 
 
+def test_outscale_area_averages_the_models_result(lr_file, pan, tmp_path):
+    """x2 from a x4 model is the x4 result averaged over 2x2 blocks (area resampling at an integer ratio)."""
+    x4, x2 = tmp_path / "x4.png", tmp_path / "x2.png"
+    assert main(["upscale", str(lr_file), "-m", pan, "-o", str(x4)]) == 0
+    assert main(["upscale", str(lr_file), "-m", pan, "-o", str(x2), "--outscale", "2"]) == 0
+    big, small = read_image(x4).pixels, read_image(x2).pixels
+    blocks = big.reshape(small.shape[0], 2, small.shape[1], 2, 3).mean(axis=(1, 3))
+    assert small.shape == (48, 64, 3) and np.abs(small - blocks).max() <= 1 / 255
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
@@ -163,6 +173,7 @@ def test_model_errors_are_one_line_and_nothing_is_written(lr_file, tmp_path):
         (["--scale", "5"], "invalid choice"),
         (["--format", "gif"], "invalid choice"),
         (["--quality", "0"], "between 1 and 100"),
+        (["--outscale", "8"], "--outscale 8: this model upscales x4, so 1 to 4 are possible"),
     ],
 )
 def test_bad_arguments(lr_file, pan, args, problem, capsys):
@@ -179,6 +190,7 @@ def test_help_and_module_entry_point():
 
 
 def test_import_sr_is_light():
-    code = "import sys, sr, sr.cli; print(sorted(m for m in ('torch', 'cv2', 'onnx') if m in sys.modules))"
+    heavy = "('torch', 'cv2', 'onnx', 'gradio')"
+    code = f"import sys, sr, sr.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"

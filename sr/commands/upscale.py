@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, required=False)
     add_backend_arguments(parser)
     add_tiling_arguments(parser)
+    parser.add_argument(
+        "--outscale",
+        type=int,
+        help="final scale below the model's, by area-averaging its output (e.g. 2 with a x4 model)",
+    )
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument(
         "--format",
@@ -116,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
     net = load_or_report(args)
     if net is None:
         return 2
-    jobs = plan_outputs(inputs, args.output, args.format, args.suffix.format(scale=net.scale))
+    outscale = args.outscale or net.scale
+    if not 1 <= outscale <= net.scale:
+        error(f"--outscale {outscale}: this model upscales x{net.scale}, so 1 to {net.scale} are possible")
+        return 2
+    jobs = plan_outputs(inputs, args.output, args.format, args.suffix.format(scale=outscale))
     return _process(net, jobs, args, failures=len(problems))
 
 
@@ -124,7 +133,7 @@ def _process(net, jobs: list[Job], args: argparse.Namespace, failures: int) -> i
     from tqdm import tqdm
 
     from sr.imageio import ImageError, read_image, write_image
-    from sr.upscale import upscale_image
+    from sr.upscale import rescale, upscale_image
 
     start, done = time.perf_counter(), 0
     bar = tqdm(jobs, unit="img", desc="upscale", disable=None, file=sys.stderr)
@@ -148,6 +157,7 @@ def _process(net, jobs: list[Job], args: argparse.Namespace, failures: int) -> i
                 net, image, tile=args.tile, tile_overlap=args.tile_overlap, progress=report
             )
             tiles.close()
+            result = rescale(result, args.outscale or net.scale, net.scale)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.target, result, quality=args.quality)
             done += 1
@@ -161,8 +171,9 @@ def _process(net, jobs: list[Job], args: argparse.Namespace, failures: int) -> i
     bar.close()
     elapsed = time.perf_counter() - start
     where = args.output or "beside the inputs"
+    scale = args.outscale or net.scale
     print(
-        f"upscaled {done} of {done + failures} image(s) x{net.scale} with {net.family} in {elapsed:.1f} s"
+        f"upscaled {done} of {done + failures} image(s) x{scale} with {net.family} in {elapsed:.1f} s"
         f" -> {where}" + (f"; {failures} failed" if failures else "")
     )
     return 0 if failures == 0 else 1

@@ -1,0 +1,219 @@
+"""The Gradio app: upload an image, pick a model, compare before/after, download the lossless PNG.
+
+Inference is `sr.upscale.upscale_image` on a model from `webui.catalog`, exactly what `sr upscale` runs.
+Every failure reaches the page (and API clients) as one line through `gr.Error`, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+from PIL import Image as PILImage
+
+from sr.imageio import Image, ImageError, read_image, write_image
+from sr.loading import DEFAULT_NAME, ModelLoadError, load_model
+from sr.upscale import rescale, upscale_image
+from webui.catalog import Engines, discover
+
+log = logging.getLogger("sr.demo")
+
+BACKENDS = {"ONNX Runtime": "onnx", "PyTorch": "torch"}
+TILES = ["auto", "off", "128", "256", "512"]
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; the queue serves `concurrency` requests at once, holds `queue_size`."""
+
+    max_pixels: int = 2_000_000
+    max_file_size: str = "25mb"
+    concurrency: int = 1
+    queue_size: int = 16
+
+
+def _passing_files_through(image: gr.Image) -> gr.Image:
+    """`image` handing over the uploaded file untouched: `sr.imageio` decodes it (16-bit, alpha, EXIF) and
+    names the problem when it is not an image, where Gradio's decoding fails with a bare error. (An instance
+    override: subclassing a Gradio component makes Gradio write a .pyi stub beside this module.)"""
+    decode = image.preprocess
+
+    def preprocess(payload):
+        return payload.path if payload is not None and payload.path else decode(payload)
+
+    image.preprocess = preprocess
+    return image
+
+
+def parse_tile(tile: str | int | None) -> int | None:
+    """The engine's tile argument for the UI's choice: 'auto' → None, 'off' → 0, else a side in LR pixels."""
+    if tile in (None, "", "auto"):
+        return None
+    if tile == "off":
+        return 0
+    try:
+        value = int(tile)
+    except ValueError:
+        raise gr.Error(f"tile {tile!r}: use auto, off or a side in pixels such as 256") from None
+    if not 32 <= value <= 4096:
+        raise gr.Error(f"tile {value}: must be between 32 and 4096 pixels (or auto, off)")
+    return value
+
+
+def model_scale(source: str) -> int:
+    """The upscaling factor of a model, read without running it."""
+    if source.lower().endswith(".onnx"):
+        from sr.onnx.runtime import read_metadata
+
+        return int(read_metadata(Path(source))["sr.scale"])
+    return load_model(source).scale
+
+
+class Upscaler:
+    """The request handler: one image through one model, results written as PNG into Gradio's cache."""
+
+    def __init__(self, models_dir: Path | None, limits: Limits) -> None:
+        self.models_dir = models_dir
+        self.limits = limits
+        self.engines = Engines()
+
+    def models(self) -> dict[str, str]:
+        return discover(self.models_dir)
+
+    def scales(self, model: str) -> gr.Dropdown:
+        """The output scale choices for `model`: its own scale, or smaller ones by area-averaging."""
+        catalog = self.models()
+        if model not in catalog:
+            raise gr.Error(f"model {model!r} is not offered here (choose one of: {', '.join(catalog)})")
+        try:
+            scale = model_scale(catalog[model])
+        except (ModelLoadError, KeyError, ValueError) as problem:
+            raise gr.Error(f"model {model}: {problem}") from None
+        return gr.Dropdown(choices=list(range(2, scale + 1)) or [scale], value=scale)
+
+    def __call__(self, path: str | None, model: str, outscale: int | None, tile: str, backend: str):
+        if not path:
+            raise gr.Error("Upload an image first.")
+        name = Path(path).name
+        try:
+            return self._upscale(Path(path), name, model, outscale, parse_tile(tile), backend)
+        except gr.Error:
+            raise
+        except ImageError as problem:
+            raise gr.Error(str(problem).replace(problem.path, name, 1)) from None
+        except (ModelLoadError, ValueError) as problem:
+            raise gr.Error(f"{name}: {' '.join(str(problem).split())}") from None
+        except Exception as problem:  # noqa: BLE001 - the page gets one line, the log the traceback
+            log.exception("upscaling %s failed", name)
+            raise gr.Error(f"{name}: upscaling failed ({type(problem).__name__}: {problem})") from None
+
+    def _upscale(self, path: Path, name: str, model: str, outscale, tile, backend: str):
+        start = time.perf_counter()
+        self._check_size(path, name)
+        catalog = self.models()
+        if model not in catalog:
+            raise gr.Error(f"model {model!r} is not offered here (choose one of: {', '.join(catalog)})")
+        image = read_image(path)
+        net, note = self.engines.get(catalog[model], BACKENDS.get(backend, backend))
+        outscale = int(outscale or net.scale)
+        ran = time.perf_counter()
+        result = rescale(upscale_image(net, image, tile=tile), outscale, net.scale)
+        ran = time.perf_counter() - ran
+        folder = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder(), prefix="sr-"))
+        after = folder / f"{Path(name).stem}_x{outscale}.png"
+        write_image(after, result)
+        before = folder / f"{Path(name).stem}_bicubic.png"
+        write_image(before, _resized(image, result.pixels.shape[1], result.pixels.shape[0]))
+        h, w = image.pixels.shape[:2]
+        oh, ow = result.pixels.shape[:2]
+        engine = "ONNX Runtime" if type(net.model).__name__ == "OrtModule" else "PyTorch"
+        info = (
+            f"**{name}**: {w}×{h} → {ow}×{oh} (x{outscale}) with {model} ({net.family} x{net.scale}) on "
+            f"{engine}: {ran:.2f} s inference, {time.perf_counter() - start:.2f} s in all"
+        )
+        if note:
+            info += f"  \n{note}"
+        return (str(before), str(after)), str(after), info
+
+    def _check_size(self, path: Path, name: str) -> None:
+        """Refuse images above the pixel limit from their header, before decoding them."""
+        try:
+            with PILImage.open(path) as im:
+                w, h = im.size
+        except (OSError, PILImage.DecompressionBombError):
+            return  # not readable as an image: read_image names the problem
+        if w * h > self.limits.max_pixels:
+            raise gr.Error(
+                f"{name} is {w}×{h} ({w * h / 1e6:.1f} MP); this demo accepts images up to "
+                f"{self.limits.max_pixels / 1e6:.1f} MP"
+            )
+
+
+def _resized(image: Image, width: int, height: int) -> Image:
+    """The input enlarged by plain bicubic resizing: the 'before' side of the comparison."""
+    pixels = cv2.resize(image.pixels, (width, height), interpolation=cv2.INTER_CUBIC)
+    return Image(pixels=np.clip(pixels.reshape(height, width, -1), 0, 1), bit_depth=8)
+
+
+def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Blocks:
+    """The demo as Gradio Blocks; `launch(demo, ...)` serves it."""
+    limits = limits or Limits()
+    upscaler = Upscaler(models_dir, limits)
+    names = list(upscaler.models())
+    first_scale = model_scale(DEFAULT_NAME)
+    with gr.Blocks(title="sr: super-resolution demo", delete_cache=(600, 3600)) as demo:
+        gr.Markdown(
+            "## sr: super-resolution\nUpload or paste an image, choose a model and press **Upscale**. "
+            f"Images up to {limits.max_pixels / 1e6:.1f} MP and {limits.max_file_size}."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.Image(
+                    label="Input image", type="filepath", sources=["upload", "clipboard"], elem_id="input"
+                )
+                source = _passing_files_through(upload)
+                model = gr.Dropdown(names, value=DEFAULT_NAME, label="Model", elem_id="model")
+                with gr.Row():
+                    outscale = gr.Dropdown(
+                        list(range(2, first_scale + 1)), value=first_scale, label="Output scale"
+                    )
+                    tile = gr.Dropdown(TILES, value="auto", label="Tile (LR pixels)", allow_custom_value=True)
+                backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
+                button = gr.Button("Upscale", variant="primary", elem_id="upscale")
+            with gr.Column(scale=2):
+                compare = gr.ImageSlider(
+                    label="Before (bicubic) / after", type="filepath", format="png", elem_id="compare"
+                )
+                download = gr.File(label="Result (lossless PNG)", elem_id="result")
+                info = gr.Markdown(elem_id="info")
+        model.change(upscaler.scales, model, outscale, api_visibility="private")
+        button.click(
+            upscaler,
+            [source, model, outscale, tile, backend],
+            [compare, download, info],
+            api_name="upscale",
+            concurrency_limit=limits.concurrency,
+        )
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
+    return demo
+
+
+def launch(demo: gr.Blocks, *, host: str, port: int, share: bool, limits: Limits) -> str:
+    """Start serving `demo` in the background; the local URL (and the public one with `share`)."""
+    _, local, public = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=limits.max_file_size,
+        prevent_thread_lock=True,
+        show_error=True,
+        quiet=True,
+        footer_links=["api"],
+    )
+    return local + (f" and {public}" if public else "")

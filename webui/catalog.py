@@ -1,0 +1,80 @@
+"""Which models the demo offers, and a small cache of the ones loaded, so switching back costs nothing.
+
+Offered: the bundled default model, the zoo's models already downloaded, and the weight or `.onnx` files in
+the demo's models folder. Loading goes through `sr.loading` / `sr.onnx.runtime`, as the CLI's does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from sr import zoo
+from sr.loading import DEFAULT_NAME, LoadedModel, ModelLoadError, load_model
+
+MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".onnx")
+
+
+def discover(models_dir: Path | None) -> dict[str, str]:
+    """Model names as shown to users → the path or name `sr` loads them by; the default model first."""
+    found = {DEFAULT_NAME: DEFAULT_NAME}
+    zoo_files = set()
+    for entry in zoo.ZOO.values():
+        cached = zoo.models_dir() / entry.filename
+        if cached.is_file():
+            found[entry.name] = entry.name
+            zoo_files.add(cached.resolve())
+    if models_dir is not None and models_dir.is_dir():
+        for path in sorted(models_dir.iterdir()):
+            if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and path.resolve() not in zoo_files:
+                found.setdefault(path.name, str(path))
+    return found
+
+
+class Engines:
+    """Loaded models keyed by (source, backend); beyond `size` the least recently used is dropped."""
+
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._loaded: OrderedDict[tuple[str, str], tuple[LoadedModel, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: str, backend: str) -> tuple[LoadedModel, str]:
+        """The model for `source` on `backend` ('onnx' or 'torch'), and a note when it ran elsewhere.
+
+        `.onnx` files always run on ONNX Runtime. PyTorch weights asked for on ONNX Runtime are exported and
+        cached on first use; where that is impossible (onnxruntime not installed, an export failure) the
+        model runs on PyTorch and the note says why.
+        """
+        if source.lower().endswith(".onnx"):
+            backend = "onnx"
+        key = (source, backend)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            loaded = self._load(source, backend)
+            self._loaded[key] = loaded
+            while len(self._loaded) > self._size:
+                self._loaded.popitem(last=False)
+            return loaded
+
+    @staticmethod
+    def _load(source: str, backend: str) -> tuple[LoadedModel, str]:
+        if backend == "torch":
+            return load_model(source), ""
+        from sr.onnx.runtime import load_onnx_model
+
+        is_onnx = source.lower().endswith(".onnx")
+        try:
+            return load_onnx_model(source), ""
+        except ImportError as missing:  # onnxruntime/onnx are an optional extra
+            if is_onnx:
+                raise ModelLoadError(f"{source}: ONNX Runtime is not installed ({missing.name})") from None
+            return load_model(source), f"ONNX Runtime is not installed ({missing.name}); ran on PyTorch"
+        except ModelLoadError as problem:
+            if is_onnx:
+                raise
+            net = load_model(source)  # raises the clear error when the weights themselves are the problem
+            return net, f"no ONNX model ({problem}); ran on PyTorch"
