@@ -6,6 +6,7 @@ concurrent requests are checked for what a user would see: one-line messages, qu
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -173,3 +174,21 @@ def test_bad_demo_arguments(args, message):
         [sys.executable, "-m", "sr", "demo", *args], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and result.stderr.strip() == f"sr: error: {message}"
+
+
+def test_port_in_use_is_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sr", "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"sr: error: cannot serve on 127.0.0.1:{port}: the port is in use (choose another with --port)"
+    )

@@ -70,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         where = launch(demo, host=args.host, port=args.port, share=args.share, limits=limits)
     except OSError as problem:
-        reason = " ".join(str(problem).split())
+        in_use = "empty port" in str(problem)  # Gradio's words for a port taken by another program
+        reason = (
+            "the port is in use (choose another with --port)" if in_use else " ".join(str(problem).split())
+        )
         print(f"sr: error: cannot serve on {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
     print(f"sr demo: serving on {where} (Ctrl+C to stop)", flush=True)
