@@ -14,19 +14,10 @@ import archs
 from archs import han
 from archs.han import HAN, ChannelSpatialAttention, LayerAttention
 from archs.rcan import RCAN
+from tests.helpers.detect import load
 from tests.oracles import reference
 
 SMALL = {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 8, "reduction": 4}
-
-
-def load(state_dict: dict, scale: int | None = None) -> tuple[str, torch.nn.Module, dict]:
-    """Our detecting loader's path for a state dict: detect, remap, infer, build, strict load."""
-    family = archs.detect_family(state_dict)
-    state_dict = family.remap_keys(state_dict)
-    params = family.params_from_state_dict(state_dict, scale)
-    model = family.build(**params)
-    model.load_state_dict(state_dict, strict=True)
-    return family.name, model.eval(), params
 
 
 def random_han(seed: int, **config) -> dict[str, torch.Tensor]:
