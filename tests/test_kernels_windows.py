@@ -119,6 +119,15 @@ def test_cyclic_shift_equals_roll(shifts):
     assert torch.equal(cyclic_shift(x, shifts), torch.roll(x, shifts, dims=(1, 2)))
 
 
+@pytest.mark.parametrize("shifts", [(-4, -4), (3, -5)])
+def test_traced_cyclic_shift_equals_roll_at_other_sizes(shifts):
+    """The gathers taken while tracing wrap at the runtime size, not the traced one."""
+    traced = torch.jit.trace(lambda x: cyclic_shift(x, shifts), torch.randn(1, 12, 16, 3))
+    for shape in [(2, 12, 16, 3), (1, 9, 24, 5), (1, 32, 7, 2)]:
+        x = torch.randn(shape)
+        assert torch.equal(traced(x), torch.roll(x, shifts, dims=(1, 2)))
+
+
 @pytest.mark.parametrize(
     ("h", "w", "window", "shift"),
     [(64, 64, 8, 4), (16, 24, 8, 4), (48, 32, 16, 8), (8, 8, 8, 4), (21, 14, 7, 3)],

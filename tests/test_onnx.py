@@ -14,6 +14,7 @@ import torch
 import archs
 from sr.loading import LoadedModel
 from sr.onnx.export import ExportError, export, verification_shapes
+from sr.onnx.runtime import OrtModule, session
 
 # Shrink a preset to test size, keeping what distinguishes it (upsampler, windows, ratios, connections).
 SMALL = {
@@ -99,6 +100,30 @@ def test_static_export(tmp_path):
     dims = onnx.load(str(tmp_path / "s.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value or d.dim_param for d in dims] == ["batch", 3, 20, 28]
     assert verification_shapes(net, None)[0] != (1, 3, 20, 28)
+
+
+def _flushing_subnormals() -> bool:
+    return bool(np.float32(1e-39) * np.float32(1.0) == 0)
+
+
+def test_runtime_flushes_subnormals_only_while_it_runs(tmp_path):
+    """ONNX Runtime runs flush subnormals to zero (shifted-window masks make them, and they slow its CPU
+    kernels several-fold), but neither the session nor a run leaves the caller's thread flushing."""
+    image = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["n", 3, "h", "w"])
+    output = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["n", 3, "h", "w"])
+    one = onnx.numpy_helper.from_array(np.ones(1, np.float32), "one")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["input", "one"], ["output"])], "times_one", [image], [output], [one]
+    )
+    onnx.save(
+        onnx.helper.make_model(graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 17)]),
+        tmp_path / "times_one.onnx",
+    )
+    torch.set_flush_denormal(False)  # the process default
+    module = OrtModule(session(tmp_path / "times_one.onnx"))
+    assert not _flushing_subnormals()
+    assert torch.equal(module(torch.full((1, 3, 2, 2), 1e-39)), torch.zeros(1, 3, 2, 2))
+    assert not _flushing_subnormals()
 
 
 @pytest.fixture()

@@ -1,5 +1,14 @@
 """ONNX Runtime inference behind the same interface as a PyTorch model, so the tiling/padding/I/O engine
 (`sr.upscale`) runs `.onnx` files unchanged; PyTorch weights are exported and cached on first use.
+
+Sessions flush subnormal floats to zero. The shifted-window masks add −100 to the scores of token pairs from
+different regions, so softmax gives those pairs weights near e^−100, below the normal float32 range (1.2e-38);
+x86 CPUs handle subnormal operands in microcode, and in every shifted block ONNX Runtime's Softmax and the
+MatMul with V ran several times slower (PyTorch's fused SDPA kernel is not affected). Flushing only zeroes
+values below 1.2e-38 in magnitude. ONNX Runtime flushes on its worker threads
+(`session.set_denormal_as_zero`); the thread that calls `run` computes a share of each operator too, so
+`OrtModule` flushes on it during each run, and `session` undoes the mode that ONNX Runtime leaves set on the
+thread that creates the process's first session (benchmarks/RESULTS.md, "ONNX Runtime vs PyTorch eager").
 """
 
 from __future__ import annotations
@@ -7,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +53,29 @@ def providers_for(names: list[str] | None) -> list[str]:
     return chosen
 
 
+@contextmanager
+def flushing_subnormals() -> Iterator[None]:
+    """Flush subnormal floats to zero on this thread inside the block, then restore the previous mode."""
+    was_flushing = np.float32(1e-39) * np.float32(1.0) == 0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was_flushing:
+            torch.set_flush_denormal(False)
+
+
 def session(path: str | os.PathLike, providers: list[str] | None = None):
-    """An ONNX Runtime session using this process's PyTorch thread count."""
+    """An ONNX Runtime session using this process's PyTorch thread count, flushing subnormals to zero."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     try:
-        return ort.InferenceSession(str(path), options, providers=providers_for(providers))
+        with flushing_subnormals():  # ONNX Runtime may set the mode here for good
+            return ort.InferenceSession(str(path), options, providers=providers_for(providers))
     except (
         ort.capi.onnxruntime_pybind11_state.Fail,
         ort.capi.onnxruntime_pybind11_state.InvalidGraph,
@@ -71,7 +96,8 @@ class OrtModule(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        out = self.session.run(None, {self.input_name: array})[0]
+        with flushing_subnormals():
+            out = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(out).to(x.device)
 
 
