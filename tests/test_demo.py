@@ -109,7 +109,8 @@ def test_bad_file_gives_a_message_and_the_server_keeps_serving(
 def test_too_many_pixels_refused(client, tmp_path):
     big = tmp_path / "wide.png"
     PILImage.new("RGB", (400, 120), "gray").save(big)  # 48000 px > 40000, a few hundred bytes
-    with pytest.raises(AppError, match=r"wide\.png is 400×120 \(0\.0 MP\); this demo accepts images up to"):
+    message = r"wide\.png is 400×120 \(48,000 pixels\); this demo accepts images up to 40,000 pixels$"
+    with pytest.raises(AppError, match=message):
         upscale(client, big)
 
 

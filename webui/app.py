@@ -150,9 +150,14 @@ class Upscaler:
             return  # not readable as an image: read_image names the problem
         if w * h > self.limits.max_pixels:
             raise gr.Error(
-                f"{name} is {w}×{h} ({w * h / 1e6:.1f} MP); this demo accepts images up to "
-                f"{self.limits.max_pixels / 1e6:.1f} MP"
+                f"{name} is {w}×{h} ({pixels(w * h)}); this demo accepts images up to "
+                f"{pixels(self.limits.max_pixels)}"
             )
+
+
+def pixels(count: int) -> str:
+    """A pixel count as people read it: '2.0 MP', or '48,000 pixels' below a tenth of a megapixel."""
+    return f"{count / 1e6:.1f} MP" if count >= 100_000 else f"{count:,} pixels"
 
 
 def _resized(image: Image, width: int, height: int) -> Image:
@@ -170,7 +175,7 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
     with gr.Blocks(title="sr: super-resolution demo", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "## sr: super-resolution\nUpload or paste an image, choose a model and press **Upscale**. "
-            f"Images up to {limits.max_pixels / 1e6:.1f} MP and {limits.max_file_size}."
+            f"Images up to {pixels(limits.max_pixels)} and {limits.max_file_size}."
         )
         with gr.Row():
             with gr.Column(scale=1):
