@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from sr.imageio import Image, ImageError, read_image, write_image
-from sr.loading import DEFAULT_NAME, ModelLoadError, load_model
+from sr.loading import DEFAULT_NAME, ModelLoadError
+from sr.onnx.runtime import OrtModule
 from sr.upscale import rescale, upscale_image
 from webui.catalog import Engines, discover
 
@@ -66,15 +67,6 @@ def parse_tile(tile: str | int | None) -> int | None:
     return value
 
 
-def model_scale(source: str) -> int:
-    """The upscaling factor of a model, read without running it."""
-    if source.lower().endswith(".onnx"):
-        from sr.onnx.runtime import read_metadata
-
-        return int(read_metadata(Path(source))["sr.scale"])
-    return load_model(source).scale
-
-
 class Upscaler:
     """The request handler: one image through one model, results written as PNG into Gradio's cache."""
 
@@ -86,16 +78,22 @@ class Upscaler:
     def models(self) -> dict[str, str]:
         return discover(self.models_dir)
 
-    def scales(self, model: str) -> gr.Dropdown:
-        """The output scale choices for `model`: its own scale, or smaller ones by area-averaging."""
+    def source(self, model: str) -> str:
+        """What `sr` loads `model` by, for a model this demo offers; anything else is refused."""
         catalog = self.models()
         if model not in catalog:
             raise gr.Error(f"model {model!r} is not offered here (choose one of: {', '.join(catalog)})")
+        return catalog[model]
+
+    def scales(self, model: str, backend: str) -> gr.Dropdown:
+        """The output scale choices for `model`: its own scale, or smaller ones by area-averaging.
+
+        The model is loaded into the engine cache here, so the request that follows finds it ready."""
         try:
-            scale = model_scale(catalog[model])
-        except (ModelLoadError, KeyError, ValueError) as problem:
+            net, _ = self.engines.get(self.source(model), BACKENDS.get(backend, backend))
+        except ModelLoadError as problem:
             raise gr.Error(f"model {model}: {problem}") from None
-        return gr.Dropdown(choices=list(range(2, scale + 1)) or [scale], value=scale)
+        return gr.Dropdown(choices=output_scales(net.scale), value=net.scale)
 
     def __call__(self, path: str | None, model: str, outscale: int | None, tile: str, backend: str):
         if not path:
@@ -116,11 +114,9 @@ class Upscaler:
     def _upscale(self, path: Path, name: str, model: str, outscale, tile, backend: str):
         start = time.perf_counter()
         self._check_size(path, name)
-        catalog = self.models()
-        if model not in catalog:
-            raise gr.Error(f"model {model!r} is not offered here (choose one of: {', '.join(catalog)})")
+        source = self.source(model)
         image = read_image(path)
-        net, note = self.engines.get(catalog[model], BACKENDS.get(backend, backend))
+        net, note = self.engines.get(source, BACKENDS.get(backend, backend))
         outscale = int(outscale or net.scale)
         ran = time.perf_counter()
         result = rescale(upscale_image(net, image, tile=tile), outscale, net.scale)
@@ -132,7 +128,7 @@ class Upscaler:
         write_image(before, _resized(image, result.pixels.shape[1], result.pixels.shape[0]))
         h, w = image.pixels.shape[:2]
         oh, ow = result.pixels.shape[:2]
-        engine = "ONNX Runtime" if type(net.model).__name__ == "OrtModule" else "PyTorch"
+        engine = "ONNX Runtime" if isinstance(net.model, OrtModule) else "PyTorch"
         info = (
             f"**{name}**: {w}×{h} → {ow}×{oh} (x{outscale}) with {model} ({net.family} x{net.scale}) on "
             f"{engine}: {ran:.2f} s inference, {time.perf_counter() - start:.2f} s in all"
@@ -155,6 +151,11 @@ class Upscaler:
             )
 
 
+def output_scales(scale: int) -> list[int]:
+    """The output scales a x`scale` model offers: from x2 (or its own, for x1) up to its own."""
+    return list(range(2, scale + 1)) or [scale]
+
+
 def pixels(count: int) -> str:
     """A pixel count as people read it: '2.0 MP', or '48,000 pixels' below a tenth of a megapixel."""
     return f"{count / 1e6:.1f} MP" if count >= 100_000 else f"{count:,} pixels"
@@ -162,8 +163,8 @@ def pixels(count: int) -> str:
 
 def _resized(image: Image, width: int, height: int) -> Image:
     """The input enlarged by plain bicubic resizing: the 'before' side of the comparison."""
-    pixels = cv2.resize(image.pixels, (width, height), interpolation=cv2.INTER_CUBIC)
-    return Image(pixels=np.clip(pixels.reshape(height, width, -1), 0, 1), bit_depth=8)
+    enlarged = cv2.resize(image.pixels, (width, height), interpolation=cv2.INTER_CUBIC)
+    return Image(pixels=np.clip(enlarged.reshape(height, width, -1), 0, 1), bit_depth=8)
 
 
 def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Blocks:
@@ -171,7 +172,7 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
     limits = limits or Limits()
     upscaler = Upscaler(models_dir, limits)
     names = list(upscaler.models())
-    first_scale = model_scale(DEFAULT_NAME)
+    first_scale = upscaler.engines.get(DEFAULT_NAME, "torch")[0].scale
     with gr.Blocks(title="sr: super-resolution demo", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "## sr: super-resolution\nUpload or paste an image, choose a model and press **Upscale**. "
@@ -185,9 +186,8 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
                 source = _passing_files_through(upload)
                 model = gr.Dropdown(names, value=DEFAULT_NAME, label="Model", elem_id="model")
                 with gr.Row():
-                    outscale = gr.Dropdown(
-                        list(range(2, first_scale + 1)), value=first_scale, label="Output scale"
-                    )
+                    scales = output_scales(first_scale)
+                    outscale = gr.Dropdown(scales, value=first_scale, label="Output scale")
                     tile = gr.Dropdown(TILES, value="auto", label="Tile (LR pixels)", allow_custom_value=True)
                 backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale")
@@ -197,7 +197,7 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
                 )
                 download = gr.File(label="Result (lossless PNG)", elem_id="result")
                 info = gr.Markdown(elem_id="info")
-        model.change(upscaler.scales, model, outscale, api_visibility="private")
+        model.change(upscaler.scales, [model, backend], outscale, api_visibility="private")
         button.click(
             upscaler,
             [source, model, outscale, tile, backend],

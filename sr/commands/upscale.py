@@ -126,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
         error(f"--outscale {outscale}: this model upscales x{net.scale}, so 1 to {net.scale} are possible")
         return 2
     jobs = plan_outputs(inputs, args.output, args.format, args.suffix.format(scale=outscale))
-    return _process(net, jobs, args, failures=len(problems))
+    return _process(net, jobs, args, outscale, failures=len(problems))
 
 
-def _process(net, jobs: list[Job], args: argparse.Namespace, failures: int) -> int:
+def _process(net, jobs: list[Job], args: argparse.Namespace, outscale: int, failures: int) -> int:
     from tqdm import tqdm
 
     from sr.imageio import ImageError, read_image, write_image
@@ -157,7 +157,7 @@ def _process(net, jobs: list[Job], args: argparse.Namespace, failures: int) -> i
                 net, image, tile=args.tile, tile_overlap=args.tile_overlap, progress=report
             )
             tiles.close()
-            result = rescale(result, args.outscale or net.scale, net.scale)
+            result = rescale(result, outscale, net.scale)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.target, result, quality=args.quality)
             done += 1
@@ -171,9 +171,8 @@ def _process(net, jobs: list[Job], args: argparse.Namespace, failures: int) -> i
     bar.close()
     elapsed = time.perf_counter() - start
     where = args.output or "beside the inputs"
-    scale = args.outscale or net.scale
     print(
-        f"upscaled {done} of {done + failures} image(s) x{scale} with {net.family} in {elapsed:.1f} s"
+        f"upscaled {done} of {done + failures} image(s) x{outscale} with {net.family} in {elapsed:.1f} s"
         f" -> {where}" + (f"; {failures} failed" if failures else "")
     )
     return 0 if failures == 0 else 1

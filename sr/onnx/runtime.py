@@ -13,7 +13,6 @@ thread that creates the process's first session (benchmarks/RESULTS.md, "ONNX Ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -144,7 +143,7 @@ def load_onnx_file(path: str | os.PathLike, providers: list[str] | None = None) 
 
 
 def cache_path(weights: Path, scale: int, opset: int) -> Path:
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    digest = zoo.sha256_of(weights)[:16]
     return zoo.models_dir() / "onnx" / f"{weights.stem}-{digest}-x{scale}-opset{opset}.onnx"
 
 
