@@ -34,7 +34,10 @@ class DatasetOptions:
     """A dataset entry: BasicSR's keys for test, validation and training sets.
 
     `PairedImageDataset` reads HR/LR folders; `BicubicHRDataset` (ours) reads HR folders only (one or a list)
-    and makes LR patches on the fly with MATLAB-exact bicubic.
+    and makes LR patches on the fly with MATLAB-exact bicubic; `ImageNetPairedDataset` is HAT's HR-only
+    variant. `prefetch_mode` is accepted and has no effect: DataLoader workers with `prefetch_factor`
+    batches each do the prefetching. Values of `io_backend`, `color`, `mean` and `std` other than the
+    defaults are refused.
     """
 
     name: str
@@ -250,7 +253,28 @@ def parse(cls: type, data: Any, source: Path, where: str = "") -> Any:
                 raise OptionsError(f"{source}: {_join(where, name)}: required option missing")
             continue
         values[name] = _convert(hints[name], data[name], source, _join(where, name))
-    return cls(**values)
+    parsed = cls(**values)
+    if cls is DatasetOptions:
+        _check_dataset(parsed, source, where)
+    return parsed
+
+
+def _check_dataset(opt: DatasetOptions, source: Path, where: str) -> None:
+    """BasicSR keys whose other values this toolkit does not implement are refused, not silently ignored."""
+    backend = opt.io_backend.get("type", "disk")
+    if backend != "disk":
+        raise OptionsError(
+            f"{source}: {_join(where, 'io_backend.type')}: {backend!r} is not supported (images are read "
+            "from folders on disk: type: disk)"
+        )
+    if opt.color not in (None, "rgb"):
+        raise OptionsError(f"{source}: {_join(where, 'color')}: {opt.color!r} is not supported (RGB only)")
+    for key in ("mean", "std"):
+        if getattr(opt, key) is not None:
+            raise OptionsError(
+                f"{source}: {_join(where, key)}: input normalisation is not supported (networks here take "
+                "[0, 1] RGB)"
+            )
 
 
 def _convert(hint: Any, value: Any, source: Path, where: str) -> Any:

@@ -164,7 +164,7 @@ def test_two_process_ddp_ranks_agree_and_match_one_process(tmp_path, shared_dir)
 
 
 OFFICIAL_STYLE = [
-    "SwinIR/train_SwinIR_SRx4.yml",
+    "SwinIR/train_SwinIR_SRx4_scratch.yml",
     "HAT/train_HAT-S_SRx4_finetune_from_SRx2.yml",
     "SRFormer/train_SRFormer_light_SRx4_scratch.yml",
     "DAT/train_DAT_light_x4.yml",

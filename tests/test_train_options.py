@@ -82,6 +82,22 @@ def test_wrong_type_names_expected_type(tmp_path):
         load_train_options(path)
 
 
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("io_backend: {type: lmdb}", "datasets.train.io_backend.type: 'lmdb' is not supported"),
+        ("color: y", "datasets.train.color: 'y' is not supported"),
+        ("mean: [0.5, 0.5, 0.5]", "datasets.train.mean: input normalisation is not supported"),
+    ],
+)
+def test_unimplemented_basicsr_values_are_refused(tmp_path, setting, key):
+    """Accepted keys whose other values would change the data are refused by name, never ignored."""
+    path = _write(tmp_path, MINIMAL.replace("gt_size: 64}", f"gt_size: 64, {setting}}}"))
+    with pytest.raises(OptionsError) as info:
+        load_train_options(path)
+    assert key in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_force_yml_overrides(tmp_path):
     path = _write(tmp_path, MINIMAL)
     opt = load_train_options(path, ["train:total_iter=7", "datasets:train:gt_size=32", "network_g:nf=8"])

@@ -1,12 +1,14 @@
 """Training pieces against independent truth: torch's own schedulers and losses, MATLAB-exact bicubic for
 on-the-fly LR patches, and the sampler's ordering guarantees."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sr.data.augment import augment
-from sr.data.datasets import BicubicHRDataset, PairedImageDataset
+from sr.data.datasets import BicubicHRDataset, ImageNetPairedDataset, PairedImageDataset
 from sr.data.imresize import imresize
 from sr.data.sampler import TrainBatchSampler
 from sr.evaluate import DatasetError
@@ -126,6 +128,38 @@ def test_bicubic_dataset_makes_matlab_lr(shared_dir):
     np.testing.assert_allclose(item["lq"].numpy().transpose(1, 2, 0), expected, atol=1e-6)
     again = ds[(0, 123)]
     assert torch.equal(again["lq"], item["lq"]), "a sample is a function of its seed"
+
+
+def test_imagenet_dataset_lr_is_bicubic_of_the_whole_image(shared_dir):
+    """HAT's ImageNetPairedDataset downscales the whole image, then crops: its LR patch is the same patch of
+    the shipped MATLAB-made LR file, up to MATLAB's rounding to uint8."""
+    smoke = shared_dir / "data" / "DIV2K_smoke"
+    ds = ImageNetPairedDataset(_smoke_opt(shared_dir, use_hflip=False, use_rot=False), 4, "test")
+    item = ds[(1, 31)]
+    rng = np.random.default_rng(31)  # paired_random_crop draws the LR top, then left, from the item's seed
+    name = ds.files[1].name
+    hr = np.asarray(Image.open(smoke / "HR" / name).convert("RGB"), dtype=np.float64) / 255
+    lr = np.asarray(Image.open(smoke / "LR_bicubic" / "X4" / name).convert("RGB"), dtype=np.float64) / 255
+    top, left = int(rng.integers(0, lr.shape[0] - 16 + 1)), int(rng.integers(0, lr.shape[1] - 16 + 1))
+    gt, lq = (item[k].numpy().transpose(1, 2, 0) for k in ("gt", "lq"))
+    np.testing.assert_allclose(gt, hr[top * 4 : top * 4 + 64, left * 4 : left * 4 + 64], atol=1e-6)
+    diff = np.abs(lq - lr[top : top + 16, left : left + 16])
+    assert diff.max() <= 1.01 / 255 and diff.mean() < 0.5 / 255
+
+
+def test_imagenet_dataset_stretches_small_images(tmp_path):
+    """Where BicubicHRDataset leaves a small image out, ImageNetPairedDataset stretches it to the patch."""
+    rng = np.random.default_rng(0)
+    small = (rng.random((37, 50, 3)) * 255).astype(np.uint8)
+    Image.fromarray(small).save(tmp_path / "small.png")
+    opt = DatasetOptions(name="small", dataroot_gt=str(tmp_path), gt_size=64)
+    with pytest.raises(DatasetError, match="no image is at least the 64px patch"):
+        BicubicHRDataset(opt, 4, "test")
+    item = ImageNetPairedDataset(opt, 4, "test")[(0, 1)]
+    assert item["gt"].shape == (3, 64, 64) and item["lq"].shape == (3, 16, 16)
+    cropped = np.ascontiguousarray(small[:36, :48].astype(np.float32) / 255)  # a multiple of the scale
+    stretched = cv2.resize(cropped, (64, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(item["gt"].numpy().transpose(1, 2, 0), stretched, atol=1e-6)
 
 
 def test_paired_dataset_aligns_patches(shared_dir):

@@ -1,5 +1,5 @@
 """Training datasets: paired HR/LR folders (BasicSR's PairedImageDataset) and HR-only folders degraded on the
-fly with MATLAB-exact bicubic (BicubicHRDataset).
+fly with MATLAB-exact bicubic (BicubicHRDataset, and HAT's ImageNetPairedDataset).
 
 Items are addressed by (index, seed): the seed drives the crop and augmentation, so a sample does not depend
 on which worker process makes it. Every file is checked when the dataset is built, so a missing folder or an
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image as PILImage
@@ -129,6 +130,8 @@ class BicubicHRDataset(PatchDataset):
     MATLAB-made LR files); deeper images in float.
     """
 
+    stretch_small = False  # images smaller than the patch are left out (listed in `skipped`)
+
     def __init__(self, opt: DatasetOptions, scale: int, where: str) -> None:
         super().__init__(opt, scale, where)
         roots = [opt.dataroot_gt] if isinstance(opt.dataroot_gt, str) else opt.dataroot_gt
@@ -145,7 +148,7 @@ class BicubicHRDataset(PatchDataset):
                 raise DatasetError(f"{where}: {folder} holds no images")
             self.files += found
         for path in self.files:
-            if min(_size(path)) < self.gt_size:
+            if min(_size(path)) < self.gt_size and not self.stretch_small:
                 self.skipped.append(path)
         skipped = set(self.skipped)
         self.files = [p for p in self.files if p not in skipped]
@@ -171,7 +174,36 @@ class BicubicHRDataset(PatchDataset):
         return self._finish(gt, lq, rng, path.stem)
 
 
-DATASET_TYPES = {"PairedImageDataset": PairedImageDataset, "BicubicHRDataset": BicubicHRDataset}
+class ImageNetPairedDataset(BicubicHRDataset):
+    """HAT's ImageNet pre-training set (hat/data/imagenet_paired_dataset.py in XPixelGroup/HAT): HR-only.
+
+    Each image is cropped to a multiple of the scale, stretched (bilinear, OpenCV) to at least the patch
+    size instead of being left out, and downscaled whole by bicubic in float; the pair is then cropped and
+    augmented together.
+    """
+
+    stretch_small = True
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        path = self.files[index]
+        gt = _rgb(path)
+        h, w = gt.shape[:2]
+        gt = np.ascontiguousarray(gt[: h - h % self.scale, : w - w % self.scale])
+        h, w = max(gt.shape[0], self.gt_size), max(gt.shape[1], self.gt_size)
+        if (h, w) != gt.shape[:2]:
+            gt = cv2.resize(gt, (w, h), interpolation=cv2.INTER_LINEAR)
+        lq = imresize(gt, 1 / self.scale).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, rng, str(path))
+        return self._finish(gt, lq, rng, path.stem)
+
+
+DATASET_TYPES = {
+    "PairedImageDataset": PairedImageDataset,
+    "BicubicHRDataset": BicubicHRDataset,
+    "ImageNetPairedDataset": ImageNetPairedDataset,
+}
 
 
 def build_dataset(opt: DatasetOptions, scale: int, where: str) -> PatchDataset:
