@@ -166,6 +166,7 @@ def test_two_process_ddp_ranks_agree_and_match_one_process(tmp_path, shared_dir)
 OFFICIAL_STYLE = [
     "SwinIR/train_SwinIR_SRx4_scratch.yml",
     "HAT/train_HAT-S_SRx4_finetune_from_SRx2.yml",
+    "HAT/train_HAT_SRx2_ImageNet_from_scratch.yml",
     "SRFormer/train_SRFormer_light_SRx4_scratch.yml",
     "DAT/train_DAT_light_x4.yml",
     "CAMixerSR/train_CAMixerSR_x4.yml",
@@ -175,8 +176,8 @@ OFFICIAL_STYLE = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name", OFFICIAL_STYLE)
 def test_paper_options_train_with_only_data_paths_changed(name, tmp_path, shared_dir):
-    """The options written like the official files (official keys: upscale, img_size, model_type ...)
-    train one iteration at their own batch and patch size once pointed at data."""
+    """Option files with the official settings and keys (upscale, img_size, model_type, HAT's
+    ImageNetPairedDataset ...) train one iteration at their own batch and patch size once pointed at data."""
     smoke = shared_dir / "data" / "DIV2K_smoke"
     run = _train(
         ROOT / "options" / "train" / name,
