@@ -167,17 +167,23 @@ def upscale_image(
     return Image(pixels=pixels, alpha=alpha, bit_depth=image.bit_depth)
 
 
+def check_outscale(outscale: int, scale: int) -> None:
+    """A ValueError unless `outscale` is a final scale `rescale` can give from a x`scale` model's output."""
+    if not 1 <= outscale <= scale:
+        raise ValueError(f"this model upscales x{scale}, so 1 to {scale} are possible")
+
+
 def rescale(image, outscale: int, scale: int):
     """An upscaled `sr.imageio.Image` brought from the model's `scale` down to `outscale` by area averaging.
 
     This is how a x4 model gives a x2 or x3 result; `outscale` equal to `scale` returns `image` unchanged.
+    Callers check `outscale` with `check_outscale` before running the model.
     """
     import cv2
 
     from sr.imageio import Image
 
-    if not 1 <= outscale <= scale:
-        raise ValueError(f"output scale x{outscale}: the model upscales x{scale}, so 1 to {scale} work")
+    check_outscale(outscale, scale)
     if outscale == scale:
         return image
     h, w = image.pixels.shape[:2]

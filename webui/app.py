@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from sr.imageio import Image, ImageError, read_image, write_image
 from sr.loading import DEFAULT_NAME, ModelLoadError
 from sr.onnx.runtime import OrtModule
-from sr.upscale import rescale, upscale_image
+from sr.upscale import check_outscale, rescale, upscale_image
 from webui.catalog import Engines, discover
 
 log = logging.getLogger("sr.demo")
@@ -118,6 +118,7 @@ class Upscaler:
         image = read_image(path)
         net, note = self.engines.get(source, BACKENDS.get(backend, backend))
         outscale = int(outscale or net.scale)
+        check_outscale(outscale, net.scale)
         ran = time.perf_counter()
         result = rescale(upscale_image(net, image, tile=tile), outscale, net.scale)
         ran = time.perf_counter() - ran

@@ -121,9 +121,13 @@ def run(args: argparse.Namespace) -> int:
     net = load_or_report(args)
     if net is None:
         return 2
+    from sr.upscale import check_outscale
+
     outscale = args.outscale or net.scale
-    if not 1 <= outscale <= net.scale:
-        error(f"--outscale {outscale}: this model upscales x{net.scale}, so 1 to {net.scale} are possible")
+    try:
+        check_outscale(outscale, net.scale)
+    except ValueError as problem:
+        error(f"--outscale {outscale}: {problem}")
         return 2
     jobs = plan_outputs(inputs, args.output, args.format, args.suffix.format(scale=outscale))
     return _process(net, jobs, args, outscale, failures=len(problems))
