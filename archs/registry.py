@@ -42,6 +42,9 @@ class Family:
     presets: Mapping[str, dict] = field(default_factory=dict)
     # Buffers recomputed at run time (masks that depend on the training patch size): dropped before loading.
     ignored_keys: Callable[[str], bool] = lambda key: False
+    # Constructor arguments no checkpoint holds, inferred by a stated rule: a file's metadata or its zoo entry
+    # overrides them (SwinIR's img_range).
+    unstored: tuple[str, ...] = ()
     # Maps other projects' key names for the same network (e.g. BasicSR's RCAN) onto this family's names.
     remap_keys: Callable[[StateDict], StateDict] = lambda state_dict: state_dict
 

@@ -6,8 +6,10 @@ implementation that shares their parameter and buffer names. Input and output ar
 as the official forward, the input is reflect-padded to a window multiple and the output cropped.
 
 Not stored in the weights and fixed in every release, so taken from the official defaults: `qk_scale` None
-(scale d^-0.5), `patch_size` 1, `img_range` 1.0 and the DIV2K mean for RGB (zeros otherwise); `ape` and the
-upsampler-less (denoising) variant are not supported. `img_size` (the training patch side) only decides
+(scale d^-0.5), `patch_size` 1, `img_range` 1.0 (unless a file's metadata or zoo entry says otherwise) and the
+DIV2K mean for RGB (zeros otherwise); `ape` is not supported. The upsampler-less scale-1 variant of the
+official code (denoising, JPEG; `upsampler=''`, a last conv adding a residual to the input, as SwinIR's) is,
+though no weights of it were released. `img_size` (the training patch side) only decides
 whether odd blocks shift (not when it fits in one window); it is read from the shape of the stored
 `attn_mask` buffers, which are dropped on load, rebuilt per input size at run time, and written again (at
 the training size) by `state_dict()`. The `scale` argument is the official `upscale`.
@@ -34,7 +36,7 @@ from kernels import (
     window_reverse,
 )
 
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv")
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")  # "": scale 1, restoration
 NUM_FEAT = 64  # width of the pixelshuffle and nearest+conv reconstruction heads, fixed upstream
 
 
@@ -238,6 +240,10 @@ class SRFormer(nn.Module):
             raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, not {upsampler!r}")
         if upsampler == "nearest+conv" and scale != 4:
             raise ValueError(f"the nearest+conv upsampler is x4 only, not x{scale}")
+        if (upsampler == "") != (scale == 1):
+            raise ValueError(
+                f"scale 1 goes with upsampler '' (and only it), not scale {scale} with {upsampler!r}"
+            )
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
         self.window_size, self.scale, self.upsampler = window_size, scale, upsampler
@@ -269,6 +275,9 @@ class SRFormer(nn.Module):
         self.conv_after_body = residual_conv(embed_dim, resi_connection)
         if upsampler == "pixelshuffledirect":
             self.upsample = UpsampleOneStep(scale, embed_dim, in_chans)
+            return
+        if upsampler == "":
+            self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
             return
         self.conv_before_upsample = nn.Sequential(
             nn.Conv2d(embed_dim, NUM_FEAT, 3, 1, 1), nn.LeakyReLU(inplace=True)
@@ -302,9 +311,12 @@ class SRFormer(nn.Module):
         ws = self.window_size
         x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
         mean = self.mean.to(x.dtype)
-        x = self.conv_first((x - mean) * self.img_range)
+        normalised = (x - mean) * self.img_range
+        x = self.conv_first(normalised)
         x = self.conv_after_body(self.forward_features(x)) + x
-        if self.upsampler == "pixelshuffledirect":
+        if self.upsampler == "":
+            x = normalised + self.conv_last(x)
+        elif self.upsampler == "pixelshuffledirect":
             x = self.upsample(x)
         elif self.upsampler == "pixelshuffle":
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
@@ -344,7 +356,7 @@ def _window_size(state_dict: StateDict) -> int:
     return window
 
 
-def _upsampler(state_dict: StateDict, in_chans: int) -> tuple[str, int]:
+def _upsampler(state_dict: StateDict, in_chans: int, embed_dim: int) -> tuple[str, int]:
     if "conv_up1.weight" in state_dict:
         return "nearest+conv", 4
     if "conv_before_upsample.0.weight" in state_dict:
@@ -358,7 +370,12 @@ def _upsampler(state_dict: StateDict, in_chans: int) -> tuple[str, int]:
                 f"channels, not {in_chans}·scale²"
             )
         return "pixelshuffledirect", scale
-    raise MissingHyperParameter("SRFormer weights without an upsampler (denoising, JPEG) are not supported")
+    if "conv_last.weight" in state_dict and shape(state_dict, "conv_last.weight")[1] == embed_dim:
+        return "", 1  # scale 1: the last conv reads the deep features directly
+    raise MissingHyperParameter(
+        "cannot tell the upsampler: neither an upsampler (conv_before_upsample, upsample, conv_up1) nor a "
+        "scale-1 conv_last reading the features"
+    )
 
 
 def _img_size(state_dict: StateDict, depths: list[int], window_size: int) -> int:
@@ -390,7 +407,7 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None) -> dict:
     mlp_ratio = hidden / embed_dim
     if int(embed_dim * mlp_ratio) != hidden:
         raise MissingHyperParameter(f"no mlp_ratio gives {hidden} hidden channels from {embed_dim}")
-    upsampler, stored_scale = _upsampler(state_dict, in_chans)
+    upsampler, stored_scale = _upsampler(state_dict, in_chans, embed_dim)
     if scale not in (None, stored_scale):
         raise MissingHyperParameter(f"these SRFormer weights are x{stored_scale}, not x{scale}")
     return {
@@ -427,7 +444,7 @@ FAMILY = Family(
     params_from_state_dict=params_from_state_dict,
     # The window is 22, 16 or 24 by variant, and the network pads to it itself: tiles need no rounding.
     multiple_of=1,
-    scales=(2, 3, 4),
+    scales=(1, 2, 3, 4),
     supports_fp16=False,
     supports_bf16=True,
     presets={
@@ -445,4 +462,5 @@ FAMILY = Family(
         "SRFormer-real": dict(_CLASSIC, window_size=24, img_size=48),
     },
     ignored_keys=lambda key: key.endswith(".attn_mask"),
+    unstored=("img_range",),
 )

@@ -1,9 +1,11 @@
-"""SwinIR, shifted-window transformer restoration (Liang et al., ICCV-W 2021): its super-resolution models.
+"""SwinIR, shifted-window transformer restoration (Liang et al., ICCV-W 2021): super-resolution, denoising
+and JPEG artifact removal.
 
 Official code: JingyunLiang/SwinIR `models/network_swinir.py` (class `SwinIR`), released configurations in
 `main_test_swinir.py::define_model`. Parameter names equal the official checkpoint keys; the buffers the
 official model saves (`attn_mask`, sized by the training patch, and `relative_position_index`) are rebuilt
-from `kernels` helpers and dropped on load. Input and output are RGB in [0, 1] of any size.
+from `kernels` helpers and dropped on load. Input and output are RGB (or gray, `in_chans=1`) in [0, 1] of
+any size.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import kernels
 from archs.blocks import DIV2K_RGB_MEAN, Mlp, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
-UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv")
+UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")  # "": scale 1, restoration
 NUM_FEAT = 64  # width of the pixelshuffle and nearest+conv reconstruction, fixed in the official code
 
 
@@ -41,7 +43,10 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).reshape(windows, tokens, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = kernels.relative_position_bias(self.relative_position_bias_table, self.relative_position_index)
-        x = kernels.window_attention(q, k, v, bias=bias, mask=mask)
+        # Under autocast q/k/v come out of the Linear in bf16 while the table and mask stay fp32: the op takes
+        # all of them in the computation dtype.
+        mask = None if mask is None else mask.to(q.dtype)
+        x = kernels.window_attention(q, k, v, bias=bias.to(q.dtype), mask=mask)
         return self.proj(x.transpose(1, 2).reshape(windows, tokens, channels))
 
 
@@ -129,10 +134,11 @@ class PatchEmbed(nn.Module):
 
 
 class SwinIR(nn.Module):
-    """SwinIR for super-resolution: conv, residual Swin groups, conv with a long skip, upsampler.
+    """SwinIR: conv, residual Swin groups, conv with a long skip, then an upsampler or (scale 1) a last conv.
 
     Defaults are the classical SwinIR-M. `upsampler`: 'pixelshuffle' (classical, x2/x3/x4/x8),
-    'pixelshuffledirect' (lightweight, one conv + shuffle) or 'nearest+conv' (real-world, x2/x4). The input
+    'pixelshuffledirect' (lightweight, one conv + shuffle), 'nearest+conv' (real-world, x2/x4) or '' (scale
+    1: denoising and JPEG artifact removal, whose output is the input plus a predicted residual). The input
     is reflect-padded to a multiple of `window_size` and the output cropped back, as the official `forward`.
     Not configurable, as every released SR model: patch size 1, no absolute position embedding, default
     qk scale; the training `img_size` has no effect here since shift masks are built for each input size.
@@ -147,6 +153,9 @@ class SwinIR(nn.Module):
             raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, not {upsampler!r}")
         if upsampler == "nearest+conv" and scale not in (2, 4):
             raise ValueError(f"the nearest+conv upsampler supports scales 2 and 4, not {scale}")
+        if (upsampler == "") != (scale == 1):
+            raise ValueError(f"scale 1 goes with upsampler '' (and only it), not scale {scale} with "
+                             f"{upsampler!r}")
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
         self.scale = scale
@@ -167,6 +176,8 @@ class SwinIR(nn.Module):
 
         if upsampler == "pixelshuffledirect":
             self.upsample = UpsampleOneStep(scale, embed_dim, in_chans)
+        elif upsampler == "":
+            self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
         else:
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, NUM_FEAT, 3, 1, 1),
                                                       nn.LeakyReLU(inplace=True))
@@ -204,8 +215,9 @@ class SwinIR(nn.Module):
         ws = self.window_size
         x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
         x = (x - self.mean) * self.img_range
-        x = self.conv_first(x)
-        x = self.reconstruct(self.conv_after_body(self.forward_features(x)) + x)
+        features = self.conv_first(x)
+        features = self.conv_after_body(self.forward_features(features)) + features
+        x = x + self.conv_last(features) if self.upsampler == "" else self.reconstruct(features)
         x = x / self.img_range + self.mean
         return x[:, :, : h * self.scale, : w * self.scale]
 
@@ -217,9 +229,16 @@ PRESETS: dict[str, dict] = {
                      "mlp_ratio": 2.0, "upsampler": "pixelshuffledirect", "resi_connection": "1conv"},
     "swinir-real-M": {"embed_dim": 180, "depths": (6,) * 6, "num_heads": (6,) * 6, "window_size": 8,
                       "mlp_ratio": 2.0, "upsampler": "nearest+conv", "resi_connection": "1conv"},
+    "swinir-dn": {"embed_dim": 180, "depths": (6,) * 6, "num_heads": (6,) * 6, "window_size": 8,
+                  "mlp_ratio": 2.0, "upsampler": "", "resi_connection": "1conv", "img_range": 1.0},
+    "swinir-car": {"embed_dim": 180, "depths": (6,) * 6, "num_heads": (6,) * 6, "window_size": 7,
+                   "mlp_ratio": 2.0, "upsampler": "", "resi_connection": "1conv", "img_range": 255.0},
     "swinir-real-L": {"embed_dim": 240, "depths": (6,) * 9, "num_heads": (8,) * 9, "window_size": 8,
                       "mlp_ratio": 2.0, "upsampler": "nearest+conv", "resi_connection": "3conv"},
 }
+
+# The official JPEG artifact-removal models: 7×7 windows, inputs scaled to 0..255 (`main_test_swinir.py`).
+JPEG_WINDOW, JPEG_IMG_RANGE = 7, 255.0
 
 _BLOCK = "layers.0.residual_group.blocks.0."
 _KEYS = ("conv_first.weight", "norm.weight", f"{_BLOCK}norm1.weight", f"{_BLOCK}attn.qkv.weight",
@@ -255,18 +274,22 @@ def _window_size(state_dict: StateDict) -> int:
     return window_size
 
 
-def _upsampler(state_dict: StateDict) -> str:
+def _upsampler(state_dict: StateDict, embed_dim: int) -> str:
     if "conv_up1.weight" in state_dict:
         return "nearest+conv"
     if "conv_before_upsample.0.weight" in state_dict:
         return "pixelshuffle"
     if "upsample.0.weight" in state_dict:
         return "pixelshuffledirect"
-    raise MissingHyperParameter("these SwinIR weights have no upsampler (a scale-1 denoising or JPEG model); "
-                                "only super-resolution models are supported")
+    if "conv_last.weight" in state_dict and shape(state_dict, "conv_last.weight")[1] == embed_dim:
+        return ""  # scale 1: the last conv reads the deep features directly
+    raise MissingHyperParameter("cannot tell the upsampler: neither an upsampler (conv_before_upsample, "
+                                "upsample, conv_up1) nor a scale-1 conv_last reading the features")
 
 
 def _scale(state_dict: StateDict, upsampler: str, in_chans: int) -> int:
+    if upsampler == "":
+        return 1
     if upsampler == "nearest+conv":
         return 4 if "conv_up2.weight" in state_dict else 2
     if upsampler == "pixelshuffle":
@@ -300,8 +323,11 @@ def _resi_connection(state_dict: StateDict) -> str:
 def params_from_state_dict(state_dict: StateDict, scale: int | None = None) -> dict:
     """SwinIR's constructor arguments read off the weights; `scale` must agree with the upsampler's.
 
-    Everything is read from shapes and keys but `img_range`, which no checkpoint stores: 1.0, the value of
-    every released super-resolution model (only the scale-1 JPEG models use 255).
+    Everything is read from shapes and keys but `img_range`, which no checkpoint stores. The rule: 255 for
+    scale-1 weights with 7×7 windows, the official JPEG artifact-removal models (`006_*CAR*`, the only
+    released configuration with that window), 1.0 for everything else (every released super-resolution and
+    denoising model). A file whose settings differ says so in its metadata or zoo entry
+    (the family's `unstored` settings), which the loader applies over this rule.
     """
     embed_dim, in_chans = shape(state_dict, "conv_first.weight")[:2]
     layers = count_prefixed(state_dict, "layers.")
@@ -310,14 +336,16 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None = None) -> d
         shape(state_dict, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")[1]
         for i in range(layers)
     )
-    upsampler = _upsampler(state_dict)
+    upsampler = _upsampler(state_dict, embed_dim)
     found = _scale(state_dict, upsampler, in_chans)
     if scale not in (None, found):
         raise MissingHyperParameter(f"these SwinIR weights are x{found}, not x{scale}")
+    window_size = _window_size(state_dict)
+    img_range = JPEG_IMG_RANGE if found == 1 and window_size == JPEG_WINDOW else 1.0
     return {"scale": found, "in_chans": in_chans, "embed_dim": embed_dim, "depths": depths,
-            "num_heads": num_heads, "window_size": _window_size(state_dict),
+            "num_heads": num_heads, "window_size": window_size,
             "mlp_ratio": _mlp_ratio(state_dict, embed_dim), "upsampler": upsampler,
-            "resi_connection": _resi_connection(state_dict), "img_range": 1.0,
+            "resi_connection": _resi_connection(state_dict), "img_range": img_range,
             "qkv_bias": f"{_BLOCK}attn.qkv.bias" in state_dict,
             "patch_norm": "patch_embed.norm.weight" in state_dict}
 
@@ -328,9 +356,10 @@ FAMILY = Family(
     detect=detect,
     params_from_state_dict=params_from_state_dict,
     multiple_of=8,  # the window of every released SR model; other windows pad inside the network
-    scales=(2, 3, 4, 8),
+    scales=(1, 2, 3, 4, 8),
     supports_fp16=False,
     supports_bf16=True,
     presets=PRESETS,
     ignored_keys=ignored_keys,
+    unstored=("img_range",),
 )

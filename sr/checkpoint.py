@@ -7,6 +7,7 @@ and spandrel do, and DataParallel / GAN prefixes are stripped.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import pickletools
@@ -46,6 +47,33 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
             raise CheckpointError(f"{path}: has no '{key}' entry (top level: {keys})")
         raw = raw[key]
     return _flatten(raw, path)
+
+
+SETTINGS_KEY = "sr.settings"  # safetensors metadata: JSON of the settings the weights cannot tell
+
+
+def read_settings(path: str | os.PathLike) -> dict:
+    """The settings a `.safetensors` file records in its `sr.settings` metadata (`sr train` writes them:
+    scale, and e.g. SwinIR's img_range); {} for other files or none recorded."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(SETTINGS_KEY)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({_first_line(error)})") from None
+    if text is None:
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{path}: its {SETTINGS_KEY} metadata is not a JSON object")
+    return settings
 
 
 def _read_safetensors(path: Path) -> dict:

@@ -12,9 +12,16 @@ import sys
 from importlib.metadata import entry_points
 
 from sr import __version__
-from sr.commands import evaluate, export, models, train, upscale
+from sr.commands import evaluate, export, models, restore, train, upscale
 
-COMMANDS = {"upscale": upscale, "test": evaluate, "train": train, "export": export, "models": models}
+COMMANDS = {
+    "upscale": upscale,
+    "restore": restore,
+    "test": evaluate,
+    "train": train,
+    "export": export,
+    "models": models,
+}
 COMMANDS |= {plugin.name: plugin.load() for plugin in entry_points(group="sr.commands")}
 
 
@@ -26,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sr", description="Image super-resolution with attention networks.")
+    parser = _Parser(prog="sr", description="Image super-resolution and restoration with attention networks.")
     parser.add_argument("--version", action="version", version=f"sr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module in COMMANDS.items():

@@ -1,7 +1,9 @@
 """From a weight file or a zoo name to a ready network: detection, hyper-parameters, strict loading.
 
-The scale comes from the weights where they hold it; otherwise from the caller, then from the file name
-(`PANx3_DF2K.pth`, `4x-HAT-S.pth`); a still-missing setting is a clear error, never a guess.
+The scale comes from the weights where they hold it; otherwise from the caller, the file's own metadata
+(`sr.settings`, written by `sr train`), its zoo entry, then the file name (`PANx3_DF2K.pth`, `4x-HAT-S.pth`);
+a still-missing setting is a clear error, never a guess. Settings no weights hold (a family's `unstored`,
+e.g. SwinIR's img_range) follow the family's stated rule unless the metadata or the zoo entry gives them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from torch import nn
 import archs
 from archs import Family, MissingHyperParameter, UnknownArchitecture
 from sr import zoo
-from sr.checkpoint import CheckpointError, read_state_dict
+from sr.checkpoint import CheckpointError, read_settings, read_state_dict
 
 
 class ModelLoadError(ValueError):
@@ -37,6 +40,12 @@ class LoadedModel:
     supports_fp16: bool
     supports_bf16: bool
     source: str
+    in_channels: int = 3  # 1 for grayscale models, which take and give gray images
+
+    @property
+    def task(self) -> str:
+        """'sr' for super-resolution models, 'restore' for scale-1 (denoising, JPEG) ones."""
+        return "restore" if self.scale == 1 else "sr"
 
 
 _SCALE_IN_NAME = re.compile(r"(?i)(?:x(\d+)(?![0-9])|(?<![a-z0-9])(\d+)x(?![a-z]))")
@@ -49,21 +58,30 @@ def scale_from_filename(name: str) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-# The bundled default model: PAN x4 trained by this project (options/train/PAN/train_PAN_x4_default.yml).
-DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "PANx4_default.safetensors"
+# Models trained by this project and shipped inside the package, by name: the default super-resolution model
+# (PAN x4, options/train/PAN/train_PAN_x4_default.yml) and one per restoration task (`sr restore --task`).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLED = {
+    "default": "PANx4_default.safetensors",
+    "denoise": "SwinIR_denoise_colour_blind.safetensors",
+    "jpeg": "SwinIR_jpeg_colour_blind.safetensors",
+}
 DEFAULT_NAME = "default"
+DEFAULT_MODEL = WEIGHTS_DIR / BUNDLED[DEFAULT_NAME]
 
 
 def resolve(path_or_name: str | os.PathLike | None) -> Path:
-    """A weight file for a path or a zoo name; None or 'default' is the bundled default model."""
-    if path_or_name is None or str(path_or_name) == DEFAULT_NAME:
-        if not DEFAULT_MODEL.is_file():
-            raise ModelLoadError(f"{DEFAULT_MODEL}: the bundled default model is missing (reinstall sr)")
-        return DEFAULT_MODEL
+    """A weight file for a path, a bundled model's name or a zoo name; None is the bundled default model."""
+    name = DEFAULT_NAME if path_or_name is None else str(path_or_name)
+    if name in BUNDLED:
+        bundled = WEIGHTS_DIR / BUNDLED[name]
+        if not bundled.is_file():
+            raise ModelLoadError(f"{bundled}: the bundled {name!r} model is missing (reinstall sr)")
+        return bundled
     path = Path(path_or_name)
     if path.exists():
         return path
-    entry = zoo.lookup(str(path_or_name)) or zoo.by_filename(path.name)
+    entry = zoo.lookup(name) or zoo.by_filename(path.name)
     if entry is not None:
         try:
             return zoo.fetch(entry)
@@ -77,18 +95,58 @@ def load_model(
     scale: int | None = None,
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
-    """Load weights, detect the network, infer its settings and build it in eval mode."""
+    """Load weights, detect the network, infer its settings and build it in eval mode.
+
+    A zoo model must come out as its entry says (family, scale, settings); one without a published sha256
+    is checked that way on first use, then its hash is recorded and required from then on.
+    """
     path = resolve(path_or_name)
+    bundled = path.parent == WEIGHTS_DIR
+    entry = None if bundled else zoo.lookup(str(path_or_name)) or zoo.by_filename(path.name)
+    first_use = entry is not None and path == zoo.models_dir() / entry.filename and not zoo.is_trusted(entry)
+    try:
+        net = _load(path, entry, scale, device)
+    except ModelLoadError:
+        if first_use:  # not the file the entry describes: drop it, so a retry downloads it again
+            path.unlink(missing_ok=True)
+        raise
+    if first_use:
+        digest = zoo.trust(entry, path)
+        print(
+            f"sr: note: {entry.name}: no published sha256; the file loads as {net.family} with the "
+            f"expected settings, so it is trusted on first use (sha256 {digest[:16]}…, recorded in "
+            f"{path.name}.sha256)",
+            file=sys.stderr,
+        )
+    return net
+
+
+def _load(
+    path: Path, entry: zoo.ZooEntry | None, scale: int | None, device: str | torch.device
+) -> LoadedModel:
     state_dict = _read(path)
     try:
         family = archs.detect_family(state_dict)
     except UnknownArchitecture as error:
         raise ModelLoadError(f"{path}: {error}") from None
     state_dict = family.remap_keys(state_dict)
-    entry = zoo.lookup(str(path_or_name))
-    hint = scale or (entry.scale if entry else None) or scale_from_filename(path.name)
+    settings = {**(entry.settings if entry else {}), **_read_settings(path)}
+    hint = scale or settings.get("scale") or (entry and entry.scale) or scale_from_filename(path.name)
     params = _params(family, state_dict, scale, hint, path)
+    params.update({key: settings[key] for key in family.unstored if key in settings})
+    if entry is not None:
+        _check_entry(entry, family, params, path)
     return _build(family, params, state_dict, path, strict=True, device=device)
+
+
+def _check_entry(entry: zoo.ZooEntry, family: Family, params: dict, path: Path) -> None:
+    """A ModelLoadError unless the weights load as the zoo entry describes them."""
+    found = {"family": family.name, "scale": params.get("scale", 1)}
+    found |= {key: params.get(key) for key in entry.settings}
+    wanted = {"family": entry.family, "scale": entry.scale, **entry.settings}
+    wrong = [f"{k} {found[k]!r} (expected {v!r})" for k, v in wanted.items() if found[k] != v]
+    if wrong:
+        raise ModelLoadError(f"{path}: not the zoo's {entry.name}: {', '.join(wrong)}")
 
 
 def load_configured_model(
@@ -133,6 +191,19 @@ def network_params(family_name: str, args: dict) -> tuple[Family, dict]:
     return family, params
 
 
+def _read_settings(path: Path) -> dict:
+    try:
+        return read_settings(path)
+    except CheckpointError as error:
+        raise ModelLoadError(str(error)) from None
+
+
+def input_channels(model: nn.Module) -> int:
+    """How many image channels a network takes: those of its first convolution (1 gray, 3 RGB)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return 3 if first is None else first.in_channels
+
+
 def _read(path: Path, key: str | None = None) -> dict:
     try:
         return read_state_dict(path, key)
@@ -158,6 +229,7 @@ def _build(
         supports_fp16=family.supports_fp16,
         supports_bf16=family.supports_bf16,
         source=str(path),
+        in_channels=input_channels(model),
     )
 
 

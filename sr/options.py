@@ -65,6 +65,12 @@ class DatasetOptions:
     prefetch_factor: int = 4
     pin_memory: bool = False
     num_prefetch_queue: int | None = None
+    # DegradedHRDataset (restoration): noise level(s) on the 0..255 scale and JPEG quality(ies), each a
+    # number or a [low, high] range drawn per patch; the chance that noisy patches are clipped to 8 bits.
+    noise_sigma: float | list[float] | None = None
+    noise_clip_prob: float = 0.0
+    jpeg_quality: int | list[int] | None = None
+    gray_prob: float = 0.0  # share of a colour model's patches that are gray photos (degraded as gray)
 
 
 @dataclass
@@ -267,14 +273,42 @@ def _check_dataset(opt: DatasetOptions, source: Path, where: str) -> None:
             f"{source}: {_join(where, 'io_backend.type')}: {backend!r} is not supported (images are read "
             "from folders on disk: type: disk)"
         )
-    if opt.color not in (None, "rgb"):
-        raise OptionsError(f"{source}: {_join(where, 'color')}: {opt.color!r} is not supported (RGB only)")
+    degraded = opt.type == "DegradedHRDataset"
+    if opt.color not in (None, "rgb") and not (degraded and opt.color in ("gray", "y")):
+        allowed = "rgb, gray or y" if degraded else "RGB only"
+        raise OptionsError(f"{source}: {_join(where, 'color')}: {opt.color!r} is not supported ({allowed})")
+    _check_degradations(opt, source, where, degraded)
     for key in ("mean", "std"):
         if getattr(opt, key) is not None:
             raise OptionsError(
                 f"{source}: {_join(where, key)}: input normalisation is not supported (networks here take "
                 "[0, 1] RGB)"
             )
+
+
+def _check_degradations(opt: DatasetOptions, source: Path, where: str, degraded: bool) -> None:
+    """Noise and JPEG settings in range (a value or an ordered [low, high]), for DegradedHRDataset only."""
+    from sr.data.degradations import check_quality, check_sigma
+
+    given = [k for k in ("noise_sigma", "jpeg_quality") if getattr(opt, k) is not None]
+    if given and not degraded:
+        raise OptionsError(f"{source}: {_join(where, given[0])}: only DegradedHRDataset degrades images")
+    if degraded and not given:
+        raise OptionsError(f"{source}: {where}: DegradedHRDataset needs noise_sigma and/or jpeg_quality")
+    for key, check, lowest in (("noise_sigma", check_sigma, 0.0), ("jpeg_quality", check_quality, None)):
+        value = getattr(opt, key)
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        try:
+            if isinstance(value, list) and (len(value) != 2 or value[0] > value[1]):
+                raise ValueError(f"a range is [low, high], got {value}")
+            for i, v in enumerate(values):
+                if not (i == 0 and len(values) == 2 and v == lowest):  # a noise range may start at 0
+                    check(v)
+        except ValueError as problem:
+            raise OptionsError(f"{source}: {_join(where, key)}: {problem}") from None
+    for key in ("noise_clip_prob", "gray_prob"):
+        if not 0 <= getattr(opt, key) <= 1:
+            raise OptionsError(f"{source}: {_join(where, key)}: a probability is between 0 and 1")
 
 
 def _convert(hint: Any, value: Any, source: Path, where: str) -> Any:

@@ -130,6 +130,42 @@ def tensor_to_image(t: torch.Tensor) -> np.ndarray:
     return t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
+class ChannelMismatch(ValueError):
+    """A colour image given to a grayscale model (the message says how to go on)."""
+
+
+def run_pixels(
+    net: LoadedModel,
+    pixels: np.ndarray,
+    *,
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_OVERLAP,
+    dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """One H x W x C image (C = 1 gray, 3 RGB; floats, [0, 1] or noisy beyond) through the network: the
+    H·s x W·s x C result, clamped to [0, 1].
+
+    Gray images through a colour model are replicated to RGB and the output's channels averaged back to
+    gray; a colour image through a gray model is a ChannelMismatch, never a silent conversion.
+    """
+    channels = pixels.shape[2]
+    if channels == 3 and net.in_channels == 1:
+        raise ChannelMismatch("a colour image given to a grayscale model (convert the image to gray first)")
+    widen = channels == 1 and net.in_channels == 3
+    out = tensor_to_image(
+        upscale_tensor(
+            net,
+            image_to_tensor(np.repeat(pixels, 3, axis=2) if widen else pixels),
+            tile=tile,
+            tile_overlap=tile_overlap,
+            dtype=dtype,
+            progress=progress,
+        )
+    )
+    return out.mean(axis=2, keepdims=True) if widen else out
+
+
 def upscale_image(
     net: LoadedModel,
     image,
@@ -139,28 +175,20 @@ def upscale_image(
     dtype: torch.dtype | None = None,
     progress: Progress | None = None,
 ):
-    """Super-resolve an `sr.imageio.Image`: grayscale stays grayscale, alpha is upscaled separately."""
+    """Run an `sr.imageio.Image` through a model (super-resolution, or restoration at scale 1): grayscale
+    stays grayscale; alpha is upscaled separately by a super-resolution model and kept as it is by a
+    restoration model (there is nothing to denoise in it)."""
     from sr.imageio import Image
 
     def run(pixels: np.ndarray) -> np.ndarray:
-        gray = pixels.shape[2] == 1
-        rgb = np.repeat(pixels, 3, axis=2) if gray else pixels
-        out = tensor_to_image(
-            upscale_tensor(
-                net,
-                image_to_tensor(rgb),
-                tile=tile,
-                tile_overlap=tile_overlap,
-                dtype=dtype,
-                progress=progress,
-            )
-        )
-        return out.mean(axis=2, keepdims=True) if gray else out
+        return run_pixels(net, pixels, tile=tile, tile_overlap=tile_overlap, dtype=dtype, progress=progress)
 
     pixels = run(image.pixels)
     alpha = None
     if image.alpha is not None:
-        if image.alpha.min() == image.alpha.max():
+        if net.scale == 1:
+            alpha = image.alpha
+        elif image.alpha.min() == image.alpha.max():
             alpha = np.full(pixels.shape[:2], image.alpha.flat[0], dtype=np.float32)
         else:
             alpha = run(image.alpha[..., None])[..., 0]

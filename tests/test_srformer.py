@@ -87,6 +87,9 @@ CASES = [
     case(3, 10, 20, [2, 1], [5, 1], "pixelshuffle", 10, qkv_bias=False, patch_norm=False),
     case(4, 8, 16, [1], [4], "pixelshuffledirect", 64, in_chans=1),  # no odd block: img_size not stored
     case(2, 4, 16, [2, 2], [2, 4], "pixelshuffle", 20, mlp_ratio=2.5, resi_connection="3conv"),
+    # scale 1 (no upsampler): the official denoising/JPEG branch
+    case(1, 8, 16, [2], [2], "", 16),
+    case(1, 4, 12, [2, 1], [3, 2], "", 12, in_chans=1, resi_connection="3conv"),
     *random_cases(2),
 ]
 
@@ -312,10 +315,10 @@ def test_weights_that_cannot_tell_a_setting_are_clear_errors(tmp_path):
         srformer.params_from_state_dict(state_dict, 2)
     assert srformer.params_from_state_dict(state_dict, 3)["scale"] == 3
 
-    denoiser = {k: v for k, v in state_dict.items() if not k.startswith("upsample.")}
-    assert srformer.detect(denoiser)
-    with pytest.raises(ModelLoadError, match="without an upsampler") as error:
-        sr.load_model(save(tmp_path, denoiser))
+    headless = {k: v for k, v in state_dict.items() if not k.startswith("upsample.")}
+    assert srformer.detect(headless)
+    with pytest.raises(ModelLoadError, match="cannot tell the upsampler") as error:
+        sr.load_model(save(tmp_path, headless))
     assert "\n" not in str(error.value)
     with pytest.raises(MissingHyperParameter, match="absolute position embedding"):
         srformer.params_from_state_dict(dict(state_dict, absolute_pos_embed=torch.zeros(1, 576, 12)), None)

@@ -59,6 +59,11 @@ CASES = [
     case(4, 8, 16, (2,), (2,), 2.0, "nearest+conv", "3conv"),
     case(2, 4, 20, (3,), (5,), 1.0, "nearest+conv", "1conv"),
     case(2, 4, 12, (2,), (3,), 2.0, "pixelshuffledirect", "1conv", in_chans=1),
+    # Scale 1 (no upsampler): denoising (window 8, img_range 1) and JPEG artifact removal (window 7, 255).
+    case(1, 8, 12, (2,), (2,), 2.0, "", "1conv"),
+    case(1, 8, 12, (2, 1), (3, 2), 2.0, "", "3conv", in_chans=1),
+    case(1, 7, 14, (2,), (2,), 2.0, "", "1conv", img_range=255.0),
+    case(1, 7, 14, (2,), (7,), 2.0, "", "1conv", in_chans=1, img_range=255.0),
     *random_cases(3),
 ]
 
@@ -150,6 +155,50 @@ def test_training_patch_size_is_irrelevant(spandrel, tmp_path, img_size):
             assert (model(x) - reference(x.clone())).abs().max().item() <= 1e-5
 
 
+def _zoo_rows() -> list[tuple[str, dict]]:
+    """(name, constructor arguments) of the official restoration files in ../shared/zoo's table."""
+    import csv
+    import json
+
+    from tests.conftest import SHARED
+
+    table = SHARED / "zoo" / "official_checkpoints.tsv"
+    if not table.is_file():
+        return []
+    rows = csv.DictReader(table.open(encoding="utf-8"), delimiter="\t")
+    return [(r["name"], json.loads(r["hyperparams"])) for r in rows
+            if r["family"] == "SwinIR" and r["scale"] == "1" and r["name"].startswith("SwinIR-")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["grayDN", "colorDN", "grayJPEG", "colorJPEG"])
+def test_official_restoration_files_are_detected_with_their_settings(spandrel, shared_dir, tmp_path, kind):
+    """Full-size SwinIR-M built as main_test_swinir.py builds each released DN/CAR model (img_size 128/126,
+    its 75 MB of masks saved too), saved as the release files are ({'params': ...}) under their names:
+    detection gives the table's settings (img_range by the stated rule) and the output is the official one."""
+    name, hp = next(row for row in _zoo_rows() if kind in row[0])
+    args = {k: hp[k] for k in ("in_chans", "img_size", "window_size", "img_range", "depths", "embed_dim",
+                                "num_heads", "mlp_ratio", "upsampler", "resi_connection")}
+    torch.manual_seed(0)
+    reference = spandrel.architectures.SwinIR.SwinIR(upscale=1, **args).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    entry = next(e for e in sr.zoo.ZOO.values() if e.name == name)
+    path = tmp_path / entry.filename
+    torch.save({"params": reference.state_dict()}, path)
+    loaded = sr.load_model(path)
+    expected = {"scale": 1, "in_chans": hp["in_chans"], "embed_dim": 180, "depths": (6,) * 6,
+                "num_heads": (6,) * 6, "window_size": hp["window_size"], "mlp_ratio": 2.0, "upsampler": "",
+                "resi_connection": "1conv", "img_range": hp["img_range"], "qkv_bias": True,
+                "patch_norm": True}
+    assert loaded.params == expected and loaded.in_channels == hp["in_chans"]
+    assert swinir.params_from_state_dict(reference.state_dict()) == expected  # the rule alone, no zoo entry
+    x = image(6, hp["in_chans"], h=17, w=23, batch=1)
+    with torch.no_grad():
+        assert (loaded.model(x) - reference(x.clone())).abs().max().item() <= 1e-5
+
+
 def test_state_dict_is_the_official_one_without_rebuilt_buffers(spandrel):
     params = case(4, 4, 12, (2, 2), (2, 3), 2.0, "nearest+conv", "3conv")
     official_keys = set(official(spandrel, params).state_dict())
@@ -180,7 +229,7 @@ def test_presets_build_with_the_published_sizes(spandrel, monkeypatch):
               ("swinir-classic", 4): 11_900_199, ("swinir-classic", 8): 12_047_911,
               ("swinir-light", 2): 910_152, ("swinir-light", 3): 918_267, ("swinir-light", 4): 929_628,
               ("swinir-real-M", 2): 11_678_631, ("swinir-real-M", 4): 11_715_559,
-              ("swinir-real-L", 4): 28_013_059}
+              ("swinir-real-L", 4): 28_013_059, ("swinir-dn", 1): 11_504_163, ("swinir-car", 1): 11_492_067}
     arch = importlib.import_module("spandrel.architectures.SwinIR.__arch.SwinIR")
     for layer in (nn.Linear, nn.Conv2d):  # counting only: skip the default initialisation of big layers
         monkeypatch.setattr(layer, "reset_parameters", lambda self: None)
@@ -190,9 +239,9 @@ def test_presets_build_with_the_published_sizes(spandrel, monkeypatch):
         with torch.device("meta"):
             ours = SwinIR(scale=scale, **preset)
         assert sum(p.numel() for p in ours.parameters()) == count, (name, scale)
-        if scale == 4 or name == "swinir-light":
+        if scale in (1, 4) or name == "swinir-light":
             kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.items()}
-            theirs = arch.SwinIR(upscale=scale, img_size=16, **kwargs)  # img_size sizes buffers only
+            theirs = arch.SwinIR(upscale=scale, img_size=2 * preset["window_size"], **kwargs)  # buffers only
             assert sum(p.numel() for p in theirs.parameters()) == count, (name, scale)
     tables = 4 * 6 * 225 * 6
     assert round((counts["swinir-light", 2] - tables) / 1000) == 878
@@ -233,14 +282,19 @@ def test_weights_that_cannot_tell_a_setting_are_clear_errors(tmp_path):
         swinir.params_from_state_dict(state_dict, 2)
     assert swinir.params_from_state_dict(state_dict, 3)["scale"] == 3
 
+    # Without its upsampler, the conv_last left over reads 64 features, not the 12 of the body: no scale-1
+    # model either.
     upsampler = ("upsample.", "conv_before_upsample.")
-    denoiser = {k: v for k, v in state_dict.items() if not k.startswith(upsampler)}
-    assert swinir.detect(denoiser)
-    with pytest.raises(MissingHyperParameter, match="no upsampler"):
-        swinir.params_from_state_dict(denoiser)
-    with pytest.raises(ModelLoadError, match="no upsampler") as error:
-        sr.load_model(save(tmp_path, denoiser))
+    headless = {k: v for k, v in state_dict.items() if not k.startswith(upsampler)}
+    assert swinir.detect(headless)
+    with pytest.raises(MissingHyperParameter, match="cannot tell the upsampler"):
+        swinir.params_from_state_dict(headless)
+    with pytest.raises(ModelLoadError, match="cannot tell the upsampler") as error:
+        sr.load_model(save(tmp_path, headless))
     assert "\n" not in str(error.value)
+    restorer = SwinIR(**case(1, 4, 12, (2,), (2,), 2.0, "", "1conv")).state_dict()
+    with pytest.raises(MissingHyperParameter, match="x1, not x2"):
+        swinir.params_from_state_dict(restorer, 2)
 
     table = "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"
     with pytest.raises(MissingHyperParameter, match="window size"):
@@ -305,6 +359,10 @@ RELEASED = {
     **{f"002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}": ("swinir-light", s, "params") for s in (2, 3, 4)},
     **{f"003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x{s}_GAN": ("swinir-real-M", s, "params_ema") for s in (2, 4)},
     "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN": ("swinir-real-L", 4, "params_ema"),
+    **{f"00{4 + c}_{'color' if c else 'gray'}DN_DFWB_s128w8_SwinIR-M_noise{sigma}": ("swinir-dn", 1, "params")
+       for c in (0, 1) for sigma in (15, 25, 50)},
+    **{f"006_{kind}CAR_DFWB_s126w7_SwinIR-M_jpeg{q}": ("swinir-car", 1, "params")
+       for kind in ("", "color") for q in (10, 20, 30, 40)},
 }
 
 
@@ -320,9 +378,11 @@ def test_option_file_describes_the_official_network(path):
     assert options.name == stem and options.scale == scale and options.network_g.type == "SwinIR"
     network = yaml.safe_load(path.read_text())["network_g"]
     del network["type"]
-    expected = dict(swinir.FAMILY.presets[preset], scale=scale, in_chans=3, img_range=1.0)
+    gray = "grayDN" in stem or "_CAR_" in stem
+    preset_settings = swinir.FAMILY.presets[preset]
+    expected = {"img_range": 1.0, **preset_settings, "scale": scale, "in_chans": 1 if gray else 3}
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in network.items()} == expected
     inspect.signature(SwinIR).bind(**network)
     assert options.path.pretrain_network_g == f"experiments/pretrained_models/SwinIR/{stem}.pth"
     assert options.path.param_key_g == param_key
-    assert {m.crop_border for m in options.val.metrics.values()} == {scale}
+    assert {m.crop_border for m in options.val.metrics.values()} == {scale if scale > 1 else 0}

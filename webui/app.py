@@ -1,6 +1,8 @@
-"""The Gradio app: upload an image, pick a model, compare before/after, download the lossless PNG.
+"""The Gradio app: upload an image, pick a task (upscale, denoise, remove JPEG artifacts) and a model, compare
+before/after, download the lossless PNG.
 
-Inference is `sr.upscale.upscale_image` on a model from `webui.catalog`, exactly what `sr upscale` runs.
+Inference is `sr.upscale.upscale_image` on a model from `webui.catalog`, exactly what `sr upscale` and
+`sr restore` run.
 Every failure reaches the page (and API clients) as one line through `gr.Error`, never a stack trace.
 """
 
@@ -26,6 +28,7 @@ from webui.catalog import Engines, discover
 log = logging.getLogger("sr.demo")
 
 BACKENDS = {"ONNX Runtime": "onnx", "PyTorch": "torch"}
+TASKS = {"Upscale": "sr", "Denoise": "denoise", "Remove JPEG artifacts": "jpeg"}
 TILES = ["auto", "off", "128", "256", "512"]
 
 
@@ -75,8 +78,8 @@ class Upscaler:
         self.limits = limits
         self.engines = Engines()
 
-    def models(self) -> dict[str, str]:
-        return discover(self.models_dir)
+    def models(self, task: str | None = None) -> dict[str, str]:
+        return discover(self.models_dir, task)
 
     def source(self, model: str) -> str:
         """What `sr` loads `model` by, for a model this demo offers; anything else is refused."""
@@ -95,12 +98,38 @@ class Upscaler:
             raise gr.Error(f"model {model}: {problem}") from None
         return gr.Dropdown(choices=output_scales(net.scale), value=net.scale)
 
+    def task_changed(self, task: str, backend: str):
+        """The model list, scale choice and buttons for a task: its bundled model preselected."""
+        models = list(self.models(TASKS.get(task, "sr")))
+        upscaling = TASKS.get(task) == "sr"
+        scales = self.scales(models[0], backend) if upscaling and models else gr.Dropdown()
+        return (
+            gr.Dropdown(choices=models, value=models[0] if models else None),
+            gr.Dropdown(choices=scales.choices, value=scales.value, visible=upscaling),
+            gr.Button(visible=upscaling),
+            gr.Button(visible=not upscaling),
+        )
+
     def __call__(self, path: str | None, model: str, outscale: int | None, tile: str, backend: str):
+        """Upscale (the `/upscale` API)."""
+        return self._guarded(
+            path, lambda p, name: self._run(p, name, model, outscale, parse_tile(tile), backend)
+        )
+
+    def restore(self, path: str | None, task: str, model: str, tile: str, backend: str):
+        """Denoise or remove JPEG artifacts with a scale-1 model (the `/restore` API)."""
+        if task not in TASKS or TASKS[task] == "sr":
+            raise gr.Error(f"task {task!r}: choose Denoise or Remove JPEG artifacts")
+        return self._guarded(
+            path, lambda p, name: self._run(p, name, model, 1, parse_tile(tile), backend, task)
+        )
+
+    def _guarded(self, path: str | None, work):
         if not path:
             raise gr.Error("Upload an image first.")
         name = Path(path).name
         try:
-            return self._upscale(Path(path), name, model, outscale, parse_tile(tile), backend)
+            return work(Path(path), name)
         except gr.Error:
             raise
         except ImageError as problem:
@@ -108,30 +137,41 @@ class Upscaler:
         except (ModelLoadError, ValueError) as problem:
             raise gr.Error(f"{name}: {' '.join(str(problem).split())}") from None
         except Exception as problem:  # noqa: BLE001 - the page gets one line, the log the traceback
-            log.exception("upscaling %s failed", name)
-            raise gr.Error(f"{name}: upscaling failed ({type(problem).__name__}: {problem})") from None
+            log.exception("processing %s failed", name)
+            raise gr.Error(f"{name}: processing failed ({type(problem).__name__}: {problem})") from None
 
-    def _upscale(self, path: Path, name: str, model: str, outscale, tile, backend: str):
+    def _run(self, path: Path, name: str, model: str, outscale, tile, backend: str, task: str | None = None):
         start = time.perf_counter()
         self._check_size(path, name)
         source = self.source(model)
         image = read_image(path)
         net, note = self.engines.get(source, BACKENDS.get(backend, backend))
+        if task is None and net.scale == 1:
+            raise gr.Error(
+                f"{model} is a restoration model: choose the Denoise or Remove JPEG artifacts task"
+            )
+        if task is not None and net.scale != 1:
+            raise gr.Error(f"{model} is a x{net.scale} super-resolution model: choose the Upscale task")
         outscale = int(outscale or net.scale)
         check_outscale(outscale, net.scale)
         ran = time.perf_counter()
         result = rescale(upscale_image(net, image, tile=tile), outscale, net.scale)
         ran = time.perf_counter() - ran
         folder = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder(), prefix="sr-"))
-        after = folder / f"{Path(name).stem}_x{outscale}.png"
+        stem = Path(name).stem
+        after = folder / (f"{stem}_x{outscale}.png" if task is None else f"{stem}_{TASKS[task]}.png")
         write_image(after, result)
-        before = folder / f"{Path(name).stem}_bicubic.png"
-        write_image(before, _resized(image, result.pixels.shape[1], result.pixels.shape[0]))
+        before = folder / f"{stem}_{'bicubic' if task is None else 'input'}.png"
+        write_image(
+            before, _resized(image, result.pixels.shape[1], result.pixels.shape[0]) if task is None else image
+        )
         h, w = image.pixels.shape[:2]
         oh, ow = result.pixels.shape[:2]
         engine = "ONNX Runtime" if isinstance(net.model, OrtModule) else "PyTorch"
+        done = f"{w}×{h} → {ow}×{oh} (x{outscale})" if task is None else f"{w}×{h}, {task.lower()}"
+        kind = f"x{net.scale}" if task is None else ("gray" if net.in_channels == 1 else "colour")
         info = (
-            f"**{name}**: {w}×{h} → {ow}×{oh} (x{outscale}) with {model} ({net.family} x{net.scale}) on "
+            f"**{name}**: {done} with {model} ({net.family} {kind}) on "
             f"{engine}: {ran:.2f} s inference, {time.perf_counter() - start:.2f} s in all"
         )
         if note:
@@ -172,12 +212,12 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
     """The demo as Gradio Blocks; `launch(demo, ...)` serves it."""
     limits = limits or Limits()
     upscaler = Upscaler(models_dir, limits)
-    names = list(upscaler.models())
+    names = list(upscaler.models())  # all, so the API accepts any; the task narrows the page's list
     first_scale = upscaler.engines.get(DEFAULT_NAME, "torch")[0].scale
-    with gr.Blocks(title="sr: super-resolution demo", delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title="sr: super-resolution and restoration demo", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
-            "## sr: super-resolution\nUpload or paste an image, choose a model and press **Upscale**. "
-            f"Images up to {pixels(limits.max_pixels)} and {limits.max_file_size}."
+            "## sr: super-resolution and restoration\nUpload or paste an image, choose a task and a model, "
+            f"and press the button. Images up to {pixels(limits.max_pixels)} and {limits.max_file_size}."
         )
         with gr.Row():
             with gr.Column(scale=1):
@@ -185,6 +225,7 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
                     label="Input image", type="filepath", sources=["upload", "clipboard"], elem_id="input"
                 )
                 source = _passing_files_through(upload)
+                task = gr.Radio(list(TASKS), value="Upscale", label="Task", elem_id="task")
                 model = gr.Dropdown(names, value=DEFAULT_NAME, label="Model", elem_id="model")
                 with gr.Row():
                     scales = output_scales(first_scale)
@@ -192,18 +233,35 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
                     tile = gr.Dropdown(TILES, value="auto", label="Tile (LR pixels)", allow_custom_value=True)
                 backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale")
+                restore = gr.Button("Restore", variant="primary", elem_id="restore", visible=False)
             with gr.Column(scale=2):
                 compare = gr.ImageSlider(
-                    label="Before (bicubic) / after", type="filepath", format="png", elem_id="compare"
+                    label="Before (bicubic, or the input) / after",
+                    type="filepath",
+                    format="png",
+                    elem_id="compare",
                 )
                 download = gr.File(label="Result (lossless PNG)", elem_id="result")
                 info = gr.Markdown(elem_id="info")
+        task.change(
+            upscaler.task_changed,
+            [task, backend],
+            [model, outscale, button, restore],
+            api_visibility="private",
+        )
         model.change(upscaler.scales, [model, backend], outscale, api_visibility="private")
         button.click(
             upscaler,
             [source, model, outscale, tile, backend],
             [compare, download, info],
             api_name="upscale",
+            concurrency_limit=limits.concurrency,
+        )
+        restore.click(
+            upscaler.restore,
+            [source, task, model, tile, backend],
+            [compare, download, info],
+            api_name="restore",
             concurrency_limit=limits.concurrency,
         )
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)

@@ -1,7 +1,8 @@
 """Which models the demo offers, and a small cache of the ones loaded, so switching back costs nothing.
 
-Offered: the bundled default model, the zoo's models already downloaded, and the weight or `.onnx` files in
-the demo's models folder. Loading goes through `sr.loading` / `sr.onnx.runtime`, as the CLI's does.
+Offered: the bundled models (super-resolution, denoising, JPEG), the zoo's models already downloaded, and
+the weight or `.onnx` files in the demo's models folder. Loading goes through `sr.loading` /
+`sr.onnx.runtime`, as the CLI's does.
 """
 
 from __future__ import annotations
@@ -11,20 +12,28 @@ from collections import OrderedDict
 from pathlib import Path
 
 from sr import zoo
-from sr.loading import DEFAULT_NAME, LoadedModel, ModelLoadError, load_model
+from sr.loading import BUNDLED, WEIGHTS_DIR, LoadedModel, ModelLoadError, load_model
 
 MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".onnx")
+BUNDLED_TASKS = {"default": "sr", "denoise": "denoise", "jpeg": "jpeg"}  # the task of each bundled model
 
 
-def discover(models_dir: Path | None) -> dict[str, str]:
-    """Model names as shown to users → the path or name `sr` loads them by; the default model first."""
-    found = {DEFAULT_NAME: DEFAULT_NAME}
+def discover(models_dir: Path | None, task: str | None = None) -> dict[str, str]:
+    """Model names as shown to users → the path or name `sr` loads them by.
+
+    The bundled models first (the task's own first of all), then the zoo's downloaded models, then the
+    folder's files. With `task` ('sr', 'denoise', 'jpeg'), bundled and zoo models of other tasks are left
+    out; folder files, whose task is known only once loaded, are always offered.
+    """
+    names = [n for n, t in BUNDLED_TASKS.items() if task in (None, t) and (WEIGHTS_DIR / BUNDLED[n]).exists()]
+    found = {name: name for name in sorted(names, key=lambda n: BUNDLED_TASKS[n] != (task or "sr"))}
     zoo_files = set()
     for entry in zoo.ZOO.values():
         cached = zoo.models_dir() / entry.filename
         if cached.is_file():
-            found[entry.name] = entry.name
             zoo_files.add(cached.resolve())
+            if task in (None, entry.task):
+                found[entry.name] = entry.name
     if models_dir is not None and models_dir.is_dir():
         for path in sorted(models_dir.iterdir()):
             if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and path.resolve() not in zoo_files:

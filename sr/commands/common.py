@@ -6,21 +6,28 @@ import argparse
 import sys
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    scale: bool = True,
+    default: str = "the bundled PAN x4 model",
+) -> None:
     parser.add_argument(
         "-m",
         "--model",
         required=required,
-        help="weight file (.pth/.pt/.ckpt/.safetensors) or a model name from `sr models` "
-        + ("" if required else "(default: the bundled PAN x4 model)"),
+        help="weight file (.pth/.pt/.ckpt/.safetensors/.onnx) or a model name from `sr models`"
+        + ("" if required else f" (default: {default})"),
     )
-    parser.add_argument(
-        "-s",
-        "--scale",
-        type=int,
-        choices=(2, 3, 4, 8),
-        help="upscaling factor, needed only where the weights do not tell (PAN x2 vs x3)",
-    )
+    if scale:
+        parser.add_argument(
+            "-s",
+            "--scale",
+            type=int,
+            choices=(2, 3, 4, 8),
+            help="upscaling factor, needed only where the weights do not tell (PAN x2 vs x3)",
+        )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
 
@@ -65,13 +72,14 @@ def load_or_report(args: argparse.Namespace):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         error(f"--device {args.device}: CUDA is not available on this machine")
         return None
+    scale = getattr(args, "scale", None)
     try:
         onnx = getattr(args, "backend", "torch") == "onnx" or str(args.model or "").lower().endswith(".onnx")
         if onnx:
             from sr.onnx.runtime import load_onnx_model
 
-            return load_onnx_model(args.model, scale=args.scale, providers=getattr(args, "providers", None))
-        return load_model(args.model, scale=args.scale, device=args.device)
+            return load_onnx_model(args.model, scale=scale, providers=getattr(args, "providers", None))
+        return load_model(args.model, scale=scale, device=args.device)
     except ModelLoadError as problem:
         error(str(problem))
         return None

@@ -1,11 +1,17 @@
-"""List the named pretrained models and the supported network families."""
+"""List the bundled and named pretrained models and the supported network families."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "list named models and network families"
+HELP = "list bundled and named models and network families"
 EXAMPLES = "examples:\n  sr models"
+
+BUNDLED_TEXT = {
+    "default": "PAN x4 super-resolution (used by `sr upscale` without -m)",
+    "denoise": "SwinIR colour denoising, any noise level up to 50 (`sr restore --task denoise`)",
+    "jpeg": "SwinIR colour JPEG artifact removal, any quality from 10 (`sr restore --task jpeg`)",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,14 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import archs
     from sr import zoo
-    from sr.loading import DEFAULT_MODEL, DEFAULT_NAME
+    from sr.loading import BUNDLED, WEIGHTS_DIR
 
-    state = "bundled" if DEFAULT_MODEL.is_file() else "missing"
-    print(f"Default model (used without -m, or -m {DEFAULT_NAME}): PAN x4 trained by this project, {state}")
-    print(f"Named models (use with -m NAME; downloaded once, sha256-verified, cached in {zoo.models_dir()}):")
+    print("Bundled models, trained by this project (use with -m NAME):")
+    for name, filename in BUNDLED.items():
+        state = "" if (WEIGHTS_DIR / filename).is_file() else "  (missing: reinstall sr)"
+        print(f"  {name:<10} {BUNDLED_TEXT[name]}{state}")
+    print(f"Zoo models (use with -m NAME; downloaded once, verified, cached in {zoo.models_dir()}):")
     for entry in zoo.ZOO.values():
-        cached = "cached" if (zoo.models_dir() / entry.filename).is_file() else ""
-        print(f"  {entry.name:<12} x{entry.scale}  {entry.description}  {cached}")
+        cached = "  cached" if (zoo.models_dir() / entry.filename).is_file() else ""
+        task = zoo.TASKS[entry.task]
+        licence = f", {entry.licence}" if entry.licence and entry.licence != "none stated" else ""
+        print(f"  {entry.name:<22} {task} x{entry.scale}{licence}: {entry.description}{cached}")
     print("Network families (detected automatically from any weight file):")
     for family in archs.FAMILIES:
         scales = "/".join(f"x{s}" for s in family.scales)

@@ -1,5 +1,6 @@
 """Training datasets: paired HR/LR folders (BasicSR's PairedImageDataset) and HR-only folders degraded on the
-fly with MATLAB-exact bicubic (BicubicHRDataset, and HAT's ImageNetPairedDataset).
+fly: MATLAB-exact bicubic for super-resolution (BicubicHRDataset, and HAT's ImageNetPairedDataset), noise and
+JPEG for restoration (DegradedHRDataset).
 
 Items are addressed by (index, seed): the seed drives the crop and augmentation, so a sample does not depend
 on which worker process makes it. Every file is checked when the dataset is built, so a missing folder or an
@@ -18,6 +19,7 @@ from PIL import Image as PILImage
 from torch.utils.data import Dataset
 
 from sr.data.augment import augment, paired_random_crop, random_crop
+from sr.data.degradations import add_noise, jpeg, to_gray, to_luma
 from sr.data.imresize import imresize
 from sr.evaluate import DatasetError, as_rgb, find_pairs
 from sr.imageio import IMAGE_EXTENSIONS, ImageError, read_image, to_uint8
@@ -123,12 +125,8 @@ class PairedImageDataset(PatchDataset):
         return self._finish(gt, lq, rng, gt_path.stem)
 
 
-class BicubicHRDataset(PatchDataset):
-    """HR images from one or more `dataroot_gt` folders; LR patches made by MATLAB bicubic downscaling.
-
-    8-bit images are downscaled as uint8 (rounded after each pass, as MATLAB does, so patches match
-    MATLAB-made LR files); deeper images in float.
-    """
+class HRFolderDataset(PatchDataset):
+    """HR images from one or more `dataroot_gt` folders (or a meta_info list); subclasses degrade them."""
 
     stretch_small = False  # images smaller than the patch are left out (listed in `skipped`)
 
@@ -136,7 +134,7 @@ class BicubicHRDataset(PatchDataset):
         super().__init__(opt, scale, where)
         roots = [opt.dataroot_gt] if isinstance(opt.dataroot_gt, str) else opt.dataroot_gt
         if not roots:
-            raise DatasetError(f"{where}: BicubicHRDataset needs dataroot_gt (a folder or a list)")
+            raise DatasetError(f"{where}: {type(self).__name__} needs dataroot_gt (a folder or a list)")
         self.files: list[Path] = []
         for root in roots:
             folder = _folder(root, "dataroot_gt", where)
@@ -157,13 +155,24 @@ class BicubicHRDataset(PatchDataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, key: tuple[int, int]) -> Sample:
-        index, seed = key
+    def _read(self, index: int):
         path = self.files[index]
         try:
-            image = read_image(path)
+            return path, read_image(path)
         except ImageError as error:
             raise DatasetError(str(error)) from None
+
+
+class BicubicHRDataset(HRFolderDataset):
+    """HR images from one or more `dataroot_gt` folders; LR patches made by MATLAB bicubic downscaling.
+
+    8-bit images are downscaled as uint8 (rounded after each pass, as MATLAB does, so patches match
+    MATLAB-made LR files); deeper images in float.
+    """
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        path, image = self._read(index)
         pixels = as_rgb(image.pixels)
         rng = np.random.default_rng(seed)
         patch = random_crop(to_uint8(pixels) if image.bit_depth == 8 else pixels, self.gt_size, rng)
@@ -199,9 +208,76 @@ class ImageNetPairedDataset(BicubicHRDataset):
         return self._finish(gt, lq, rng, path.stem)
 
 
+MCU = 16  # JPEG's largest coding unit (8x8 blocks, 4:2:0 chroma over 16x16)
+
+
+def _level(value: float | list[float] | None, rng: np.random.Generator, integer: bool = False):
+    """A fixed setting, or one drawn uniformly from a [low, high] range (integers: both ends included)."""
+    if not isinstance(value, list):
+        return value
+    low, high = value
+    return int(rng.integers(low, high + 1)) if integer else float(rng.uniform(low, high))
+
+
+class DegradedHRDataset(HRFolderDataset):
+    """Restoration training pairs (scale 1): HR patches and the same patches degraded on the fly.
+
+    `noise_sigma` (0..255 scale; a number, or [low, high] drawn uniformly per patch for blind models) adds
+    white Gaussian noise, per channel for colour; with probability `noise_clip_prob` the noisy patch is
+    then clipped and rounded to 8 bits, as a noisy photo is stored. `jpeg_quality` (a number, or [low,
+    high] drawn per patch) compresses with OpenCV's JPEG codec, after the noise when both are given. The
+    JPEG block grid is the whole image's (the patch is cut out of the compressed MCU-aligned region around
+    it), so patches see every block offset, as crops of real JPEG files do. `color: gray` trains gray
+    models on OpenCV's gray conversion, `color: y` on BT.601 luma (as SwinIR's gray JPEG models);
+    `gray_prob` makes that share of a colour model's patches gray photos, degraded as gray and replicated
+    to RGB.
+    """
+
+    def __init__(self, opt: DatasetOptions, scale: int, where: str) -> None:
+        if scale != 1:
+            raise DatasetError(f"{where}: DegradedHRDataset makes scale-1 (restoration) pairs, not x{scale}")
+        super().__init__(opt, scale, where)
+        self.sigma, self.clip_prob, self.quality = opt.noise_sigma, opt.noise_clip_prob, opt.jpeg_quality
+        self.color, self.gray_prob = opt.color or "rgb", opt.gray_prob
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        path, image = self._read(index)
+        clean = to_uint8(as_rgb(image.pixels))
+        rng = np.random.default_rng(seed)
+        widen = self.color == "rgb" and rng.random() < self.gray_prob
+        if self.color == "gray" or widen:
+            clean = to_gray(clean)
+        elif self.color == "y":
+            clean = to_luma(clean)
+        size, (h, w) = self.gt_size, clean.shape[:2]
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        sigma = _level(self.sigma, rng)
+        clip = bool(sigma) and rng.random() < self.clip_prob
+        quality = _level(self.quality, rng, integer=True)
+        # JPEG sees the patch inside the whole MCU-aligned region around it, so blocks (and 4:2:0 chroma)
+        # fall where they would in the whole image; noise alone needs the patch only.
+        y0, x0, y1, x1 = top, left, top + size, left + size
+        if quality is not None:
+            y0, x0 = y0 - y0 % MCU, x0 - x0 % MCU
+            y1, x1 = min(h, -(-y1 // MCU) * MCU), min(w, -(-x1 // MCU) * MCU)
+        region = clean[y0:y1, x0:x1]
+        degraded = region.astype(np.float32) / 255
+        if sigma:
+            degraded = add_noise(degraded, rng.normal(0, sigma / 255, degraded.shape), quantize=clip)
+        if quality is not None:
+            degraded = jpeg(to_uint8(degraded), quality).astype(np.float32) / 255
+        crop = (slice(top - y0, top - y0 + size), slice(left - x0, left - x0 + size))
+        gt, lq = region[crop].astype(np.float32) / 255, degraded[crop]
+        if widen:  # a gray photo through a colour model: the engine replicates it to RGB the same way
+            gt, lq = np.repeat(gt, 3, axis=2), np.repeat(lq, 3, axis=2)
+        return self._finish(gt, np.ascontiguousarray(lq), rng, path.stem)
+
+
 DATASET_TYPES = {
     "PairedImageDataset": PairedImageDataset,
     "BicubicHRDataset": BicubicHRDataset,
+    "DegradedHRDataset": DegradedHRDataset,
     "ImageNetPairedDataset": ImageNetPairedDataset,
 }
 

@@ -49,7 +49,9 @@ class ExportReport:
 
     def lines(self) -> list[str]:
         out = [
-            f"exported {self.metadata['sr.family']} x{self.metadata['sr.scale']} -> {self.path} "
+            f"exported {self.metadata['sr.family']} x{self.metadata['sr.scale']} "
+            f"({self.metadata['sr.channel_order']}) "
+            f"-> {self.path} "
             f"(opset {self.metadata['sr.opset']}, {self.metadata['sr.dtype']}, traced at "
             f"{self.export_shape[2]}x{self.export_shape[3]}, {self.path.stat().st_size / 2**20:.1f} MiB)"
         ]
@@ -85,7 +87,7 @@ def metadata(net: LoadedModel, dtype: str, opset: int, static: tuple[int, int] |
         "sr.multiple_of": str(net.multiple_of),
         "sr.params": json.dumps(params, sort_keys=True),
         "sr.input_range": "0..1",
-        "sr.channel_order": "RGB",
+        "sr.channel_order": "RGB" if net.in_channels == 3 else "gray",
         "sr.layout": "NCHW",
         "sr.dtype": dtype,
         "sr.opset": str(opset),
@@ -107,18 +109,20 @@ class _Casting(torch.nn.Module):
 
 
 def _example_shape(net: LoadedModel, static: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    c = net.in_channels
     if static:
-        return (1, 3, *static)
+        return (1, c, *static)
     m = max(net.multiple_of, 8)
-    return (1, 3, 2 * m + 3, 3 * m - 5)  # not window multiples: the padding path is traced too
+    return (1, c, 2 * m + 3, 3 * m - 5)  # not window multiples: the padding path is traced too
 
 
 def verification_shapes(net: LoadedModel, static: tuple[int, int] | None) -> list[tuple[int, int, int, int]]:
     """Three input shapes unlike the export shape (a batch of 2, sizes off the window grid)."""
+    c = net.in_channels
     if static:
-        return [(1, 3, *static), (2, 3, *static)]
+        return [(1, c, *static), (2, c, *static)]
     m = max(net.multiple_of, 8)
-    return [(1, 3, m + 5, 2 * m + 1), (2, 3, 2 * m, m + 7), (1, 3, 3 * m + 1, 3 * m + 2)]
+    return [(1, c, m + 5, 2 * m + 1), (2, c, 2 * m, m + 7), (1, c, 3 * m + 1, 3 * m + 2)]
 
 
 def _sample(shape: tuple[int, ...]) -> torch.Tensor:

@@ -114,8 +114,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
         raise ModelLoadError(
-            f"{path}: not a super-resolution model exported by sr (no {missing[0]} metadata; "
-            "export one with `sr export`)"
+            f"{path}: not a model exported by sr (no {missing[0]} metadata; export one with `sr export`)"
         )
     return meta
 
@@ -139,6 +138,7 @@ def load_onnx_file(path: str | os.PathLike, providers: list[str] | None = None) 
         supports_fp16=False,
         supports_bf16=False,
         source=str(path),
+        in_channels=1 if meta.get("sr.channel_order") == "gray" else 3,
     )
 
 

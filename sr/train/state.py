@@ -7,6 +7,7 @@ so a state file always has its weights; `latest()` finds the newest complete pai
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from sr.atomic import write_atomically
-from sr.checkpoint import read_state_dict
+from sr.checkpoint import SETTINGS_KEY, read_state_dict
 
 
 def _tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -30,13 +31,27 @@ def state_path(root: Path, iteration: int) -> Path:
     return root / "training_states" / f"{iteration}.state"
 
 
-def save(root: Path, iteration: int, model: nn.Module, ema: nn.Module | None, state: dict) -> Path:
-    """Write the weights (params, and params_ema when training with EMA) then the training state."""
+def save(
+    root: Path,
+    iteration: int,
+    model: nn.Module,
+    ema: nn.Module | None,
+    state: dict,
+    settings: dict | None = None,
+) -> Path:
+    """Write the weights (params, and params_ema when training with EMA) then the training state.
+
+    `settings` (what the weights cannot tell: scale, img_range, ...) goes into the weights' metadata, read
+    back by `sr.checkpoint.read_settings`.
+    """
     tensors = _tensors(model, "params")
     if ema is not None:
         tensors |= _tensors(ema, "params_ema")
     weights = weights_path(root, iteration)
-    write_atomically(weights, lambda tmp: save_file(tensors, tmp, metadata={"iteration": str(iteration)}))
+    metadata = {"iteration": str(iteration)}
+    if settings:
+        metadata[SETTINGS_KEY] = json.dumps(settings, sort_keys=True)
+    write_atomically(weights, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     write_atomically(state_path(root, iteration), lambda tmp: torch.save(state, tmp))
     return weights
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from sr.checkpoint import CheckpointError, read_state_dict
 from sr.data.datasets import build_dataset
 from sr.data.sampler import TrainBatchSampler
-from sr.loading import LoadedModel, ModelLoadError, load_weights, network_params, resolve
+from sr.loading import LoadedModel, ModelLoadError, input_channels, load_weights, network_params, resolve
 from sr.options import TrainOptions
 from sr.train import distributed, state
 from sr.train.ema import EMA
@@ -209,6 +209,11 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
+    def _settings(self) -> dict:
+        """What the weights cannot tell, recorded in them so `sr.load_model` rebuilds this network exactly."""
+        unstored = {k: self.params[k] for k in self.family.unstored if k in self.params}
+        return {"scale": self.opt.scale, **unstored}
+
     def _autocast(self):
         if not self.amp:
             return contextlib.nullcontext()
@@ -248,6 +253,7 @@ class Trainer:
             supports_fp16=self.family.supports_fp16,
             supports_bf16=self.family.supports_bf16,
             source=str(self.source),
+            in_channels=input_channels(net),
         )
         log.validation(iteration, validate(loaded, self.val_sets, self.opt.val.metrics))
         net.train(was_training)
@@ -299,6 +305,7 @@ class Trainer:
                                 self.net,
                                 self.ema.model if self.ema else None,
                                 self._state(iteration),
+                                self._settings(),
                             )
                         distributed.barrier(self.dist)
                     if val_freq and (iteration % val_freq == 0 or iteration == total):
