@@ -70,12 +70,15 @@ class PooledChannelAttention(nn.Module):
 class Upsampler(nn.Sequential):
     """Pixel-shuffle upsampler: log2(scale) x (3x3 conv to 4n, shuffle 2) for powers of two, or one x3 step.
 
-    Keys `<name>.0`, `<name>.2`, ... as EDSR-PyTorch's `Upsampler` and BasicSR's `Upsample`.
+    Keys `<name>.0`, `<name>.2`, ... as EDSR-PyTorch's `Upsampler` and BasicSR's `Upsample`. With
+    `identity_at_1`, scale 1 gives no layers, as in that code (log2(1) = 0 steps): RCAN's and HAN's x1.
     """
 
-    def __init__(self, scale: int, n_feats: int) -> None:
+    def __init__(self, scale: int, n_feats: int, *, identity_at_1: bool = False) -> None:
         layers: list[nn.Module] = []
-        if scale >= 2 and (scale & (scale - 1)) == 0:
+        if scale == 1 and identity_at_1:
+            pass
+        elif scale >= 2 and (scale & (scale - 1)) == 0:
             for _ in range(int(math.log2(scale))):
                 layers += [default_conv(n_feats, 4 * n_feats, 3), nn.PixelShuffle(2)]
         elif scale == 3:
@@ -85,8 +88,9 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
-def upsampler_scale(state_dict: StateDict, prefix: str) -> int:
-    """The scale of the `Upsampler` whose keys start with `prefix` (e.g. 'tail.0.'), from its conv shapes."""
+def upsampler_scale(state_dict: StateDict, prefix: str, *, identity_at_1: bool = False) -> int:
+    """The scale of the `Upsampler` whose keys start with `prefix` (e.g. 'tail.0.'), from its conv shapes;
+    with `identity_at_1`, no convs at all is x1."""
     scale = 1
     index = 0
     while f"{prefix}{index}.weight" in state_dict:
@@ -97,6 +101,8 @@ def upsampler_scale(state_dict: StateDict, prefix: str) -> int:
                                         f"to {out_channels} channels, not a x2 or x3 pixel-shuffle step")
         scale *= step
         index += 2
+    if scale == 1 and identity_at_1:
+        return 1
     if scale == 1 or (scale != 3 and scale & (scale - 1)):
         raise MissingHyperParameter(f"cannot tell the scale: the upsampler {prefix!r} is neither x2^n nor x3")
     return scale

@@ -59,7 +59,7 @@ class HAN(nn.Module):
         self.la = LayerAttention()
         self.last_conv = nn.Conv2d(n_feats * (n_resgroups + 1), n_feats, 3, padding=1)
         self.last = nn.Conv2d(n_feats * 2, n_feats, 3, padding=1)
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, 3, 3))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats, identity_at_1=True), default_conv(n_feats, 3, 3))
 
     def _body_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every body output, stacked newest first (B, N, C, H, W) as the official loop does, and the last."""
@@ -80,8 +80,7 @@ class HAN(nn.Module):
 
 
 _KEYS = ("la.gamma", "csa.gamma", "csa.conv.weight", "last_conv.weight", "last.weight", "head.0.weight",
-         "body.0.body.0.body.3.conv_du.0.weight", "tail.0.0.weight", "tail.1.weight", "sub_mean.weight",
-         "add_mean.weight")
+         "body.0.body.0.body.3.conv_du.0.weight", "tail.1.weight", "sub_mean.weight", "add_mean.weight")
 
 
 def detect(state_dict: StateDict) -> bool:
@@ -98,7 +97,7 @@ FAMILY = Family(
     detect=detect,
     params_from_state_dict=params_from_state_dict,
     multiple_of=1,
-    scales=(2, 3, 4, 8),
+    scales=(1, 2, 3, 4, 8),
     supports_fp16=False,
     supports_bf16=False,
     presets={"HAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}},

@@ -53,7 +53,7 @@ class RCAN(nn.Module):
         self.head = nn.Sequential(default_conv(3, n_feats, 3))
         groups = [ResidualGroup(n_feats, n_resblocks, reduction) for _ in range(n_resgroups)]
         self.body = nn.Sequential(*groups, default_conv(n_feats, n_feats, 3))
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, 3, 3))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats, identity_at_1=True), default_conv(n_feats, 3, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.sub_mean(x * self.rgb_range))
@@ -63,11 +63,12 @@ class RCAN(nn.Module):
 
 # Keys only HAN has; RCAN's own keys are a subset of HAN's, so RCAN refuses these whatever the registry order.
 _HAN_KEYS = ("la.gamma", "csa.gamma", "csa.conv.weight", "last_conv.weight")
+# (No upsampler key: x1 models have none, their upsampler being empty as in the official code.)
 _OFFICIAL_KEYS = ("head.0.weight", "body.0.body.0.body.0.weight", "body.0.body.0.body.3.conv_du.0.weight",
-                  "tail.0.0.weight", "tail.1.weight", "sub_mean.weight", "add_mean.weight")
+                  "tail.1.weight", "sub_mean.weight", "add_mean.weight")
 _BASICSR_KEYS = ("conv_first.weight", "body.0.residual_group.0.rcab.0.weight",
                  "body.0.residual_group.0.rcab.3.attention.1.weight", "body.0.conv.weight",
-                 "conv_after_body.weight", "upsample.0.weight", "conv_last.weight")
+                 "conv_after_body.weight", "conv_last.weight")
 
 
 def detect(state_dict: StateDict) -> bool:
@@ -93,7 +94,7 @@ def official_params(state_dict: StateDict, scale: int | None, name: str = "RCAN"
     reduction = n_feats // squeezed
     if n_feats // reduction != squeezed:
         raise MissingHyperParameter(f"cannot tell the reduction: {n_feats} channels squeezed to {squeezed}")
-    found = upsampler_scale(state_dict, "tail.0.")
+    found = upsampler_scale(state_dict, "tail.0.", identity_at_1=True)
     if scale not in (None, found):
         raise MissingHyperParameter(f"these {name} weights are x{found}, not x{scale}")
     return {"n_resgroups": count_prefixed(state_dict, "body.") - 1,
@@ -139,7 +140,7 @@ FAMILY = Family(
     detect=detect,
     params_from_state_dict=official_params,
     multiple_of=1,
-    scales=(2, 3, 4, 8),
+    scales=(1, 2, 3, 4, 8),
     supports_fp16=False,
     supports_bf16=True,
     presets={"RCAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}},

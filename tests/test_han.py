@@ -59,7 +59,8 @@ def test_channel_spatial_attention_matches_numpy():
 
 
 CONFIGS = [dict(SMALL, scale=2), dict(SMALL, scale=3),
-           {"n_resgroups": 3, "n_resblocks": 1, "n_feats": 12, "reduction": 3, "scale": 4}]
+           {"n_resgroups": 3, "n_resblocks": 1, "n_feats": 12, "reduction": 3, "scale": 4},
+           dict(SMALL, scale=1)]  # x1: the official Upsampler is empty (log2(1) = 0 steps)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{v}" for v in c.values()))
