@@ -63,8 +63,8 @@ def scale_from_filename(name: str) -> int | None:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLED = {
     "default": "PANx4_default.safetensors",
-    "denoise": "SwinIR_denoise_colour_blind.safetensors",
-    "jpeg": "SwinIR_jpeg_colour_blind.safetensors",
+    "denoise": "RCAN_denoise_colour_blind.safetensors",
+    "jpeg": "RCAN_jpeg_colour_blind.safetensors",
 }
 DEFAULT_NAME = "default"
 DEFAULT_MODEL = WEIGHTS_DIR / BUNDLED[DEFAULT_NAME]

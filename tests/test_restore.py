@@ -243,7 +243,7 @@ def test_official_restoration_models_are_in_the_zoo():
 def test_models_lists_bundled_and_zoo_restoration_models(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "denoise    SwinIR colour denoising" in out and "jpeg       SwinIR colour JPEG" in out
+    assert "denoise    RCAN x1 colour denoising" in out and "jpeg       RCAN x1 colour JPEG" in out
     line = next(line for line in out.splitlines() if "SwinIR-colorJPEG-q10" in line)
     assert "JPEG artifact removal x1, Apache-2.0" in line
 

@@ -11,7 +11,7 @@ from sr.options import OptionsError, TrainOptions, apply_override, load_train_op
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTIONS = sorted((ROOT / "options" / "train").rglob("*.yml"))
 # The bundled models' files train on ../shared/data/train as they were trained here.
-BUNDLED = {"train_PAN_x4_default", "train_SwinIR_denoise_colour_blind", "train_SwinIR_jpeg_colour_blind"}
+BUNDLED = {"train_PAN_x4_default", "train_RCAN_denoise_colour_blind", "train_RCAN_jpeg_colour_blind"}
 
 
 def test_every_family_has_train_options():

@@ -9,8 +9,8 @@ EXAMPLES = "examples:\n  sr models"
 
 BUNDLED_TEXT = {
     "default": "PAN x4 super-resolution (used by `sr upscale` without -m)",
-    "denoise": "SwinIR colour denoising, any noise level up to 50 (`sr restore --task denoise`)",
-    "jpeg": "SwinIR colour JPEG artifact removal, any quality from 10 (`sr restore --task jpeg`)",
+    "denoise": "RCAN x1 colour denoising, any noise level up to 50 (`sr restore --task denoise`)",
+    "jpeg": "RCAN x1 colour JPEG artifact removal, any quality from 10 (`sr restore --task jpeg`)",
 }
 
 
