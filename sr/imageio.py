@@ -153,6 +153,9 @@ def _decode_pillow(path: str | os.PathLike, pil: PILImage.Image) -> np.ndarray:
     """H x W x C uint8 (L, LA, RGB, RGBA) or uint16 (16-bit gray) array of a loaded Pillow image."""
     if pil.mode in _GRAY16_MODES:
         return np.asarray(pil).astype(np.uint16)[:, :, None]
+    if pil.mode in ("F", "I"):
+        kind = "floating-point" if pil.mode == "F" else "integer"
+        raise ImageError(path, f"32-bit {kind} samples are not supported (8- and 16-bit images only)")
     target = _CONVERT.get(pil.mode)
     if target is None:
         raise ImageError(path, f"unsupported pixel format (Pillow mode {pil.mode})")
@@ -195,6 +198,13 @@ def read_image(path: str | os.PathLike) -> Image:
     except OSError as e:  # a recognised format whose header is cut short or damaged
         raise ImageError(path, _decode_problem(_sniff(data) or "image", e)) from None
     with pil:
+        frames = getattr(pil, "n_frames", 1)
+        if frames > 1:
+            kind = "pages" if pil.format == "TIFF" else "frames"
+            raise ImageError(
+                path,
+                f"{pil.format} with {frames} {kind}: only single-frame images are supported (split it first)",
+            )
         try:
             pil.load()
         except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -38,3 +38,23 @@ def test_upscale_without_model_uses_default(shared_dir, tmp_path):
     assert "x4 with PAN" in run.stdout
     pixels = read_image(out).pixels
     assert pixels.shape == (512, 512, 3) and np.isfinite(pixels).all()
+
+
+def test_readme_first_command_needs_nothing_beside_the_repository(tmp_path):
+    """The README's first command, run where only the repository's samples/ exist (no ../shared)."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    first = re.search(r"```bash\n(.+?)\n```", (root / "README.md").read_text(), re.S).group(1)
+    command = first.split("&& .venv/bin/sr ")[-1].split()
+    assert command[0] == "upscale" and command[1] == "samples/astronaut.png", first
+    shutil.copytree(root / "samples", tmp_path / "samples")
+    run = subprocess.run(
+        [sys.executable, "-m", "sr", *command], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert "upscaled 1 of 1 image(s) x4 with PAN" in run.stdout
+    out = read_image(tmp_path / command[command.index("-o") + 1])
+    assert out.pixels.shape == (512, 512, 3)

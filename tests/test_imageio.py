@@ -237,7 +237,7 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
 
 def test_unsupported_variants(tmp_path):
     path = _save(tmp_path, "f.tif", PILImage.fromarray(np.zeros((4, 4), np.float32)))
-    assert _error(path) == "unsupported pixel format (Pillow mode F)"  # 32-bit float TIFF
+    assert _error(path) == "32-bit floating-point samples are not supported (8- and 16-bit images only)"
     tifffile.imwrite(tmp_path / "p.tif", RGB16.transpose(2, 0, 1), photometric="rgb", planarconfig="separate")
     assert _error(tmp_path / "p.tif") == "unsupported TIFF variant (16-bit samples stored in separate planes)"
     tifffile.imwrite(tmp_path / "u.tif", RGB16.astype(np.uint32), photometric="rgb")  # Pillow cannot open it

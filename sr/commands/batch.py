@@ -11,6 +11,7 @@ import argparse
 import glob
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,30 +50,56 @@ def check_output_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
-def collect_inputs(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(file, root it was found under) per input, and one-line problems for inputs matching nothing."""
+@dataclass
+class Inputs:
+    """What the input arguments name: (file, root it was found under) per image, one-line problems for
+    arguments matching nothing, and the non-image files that folders and globs held (left out)."""
+
+    found: list[tuple[Path, Path]]
+    problems: list[str]
+    skipped: list[Path]
+
+    def skipped_line(self) -> str | None:
+        """'skipped 3 non-image files (.gif 2, .svg 1)', or None when nothing was left out."""
+        if not self.skipped:
+            return None
+        counts = Counter(p.suffix.lower() or "(no extension)" for p in self.skipped)
+        kinds = ", ".join(
+            f"{ext} {n}" for ext, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        )
+        return f"skipped {len(self.skipped)} non-image file(s) in the folders and globs given ({kinds})"
+
+
+def collect_inputs(patterns: list[str], recursive: bool) -> Inputs:
+    """The images that files, folders and glob patterns name. Folders and globs leave out files that are
+    not images by their extension (listed in `skipped`); a file named explicitly is always tried."""
     from sr.imageio import IMAGE_EXTENSIONS
 
-    found: list[tuple[Path, Path]] = []
-    problems: list[str] = []
+    inputs = Inputs([], [], [])
+
+    def split(files) -> list[Path]:
+        files = sorted(p for p in files if p.is_file() or p.is_symlink())
+        inputs.skipped.extend(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
+        return [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            images = sorted(
-                p for p in walker if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
-            )
+            images = split(path.rglob("*") if recursive else path.glob("*"))
             if not images:
-                problems.append(f"{path}: folder holds no images" + ("" if recursive else " (try -r)"))
-            found += [(p, path) for p in images]
+                inputs.problems.append(f"{path}: folder holds no images" + ("" if recursive else " (try -r)"))
+            inputs.found += [(p, path) for p in images]
         elif path.exists() or path.is_symlink():
-            found.append((path, path.parent))
+            inputs.found.append((path, path.parent))
         else:
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=recursive) if Path(p).is_file())
-            if not matches:
-                problems.append(f"{pattern}: no such file")
-            found += [(p, p.parent) for p in matches]
-    return found, problems
+            matched = [Path(p) for p in glob.glob(pattern, recursive=recursive)]
+            images = split(matched)
+            if not matched:
+                inputs.problems.append(f"{pattern}: no such file")
+            elif not images:
+                inputs.problems.append(f"{pattern}: matches no images")
+            inputs.found += [(p, p.parent) for p in images]
+    return inputs
 
 
 def plan_outputs(inputs: list[tuple[Path, Path]], output: str | None, fmt: str, suffix: str) -> list[Job]:
@@ -165,22 +192,29 @@ def run_batch(args: argparse.Namespace, load: Callable, prepare: Callable, *, ve
     if problem:
         error(problem)
         return 2
-    inputs, problems = collect_inputs(args.inputs, args.recursive)
-    for problem in problems:
+    inputs = collect_inputs(args.inputs, args.recursive)
+    for problem in inputs.problems:
         error(problem)
-    if not inputs:
+    if not inputs.found:
+        _note(inputs.skipped_line())
         return 1
     net = load(args)
     plan = None if net is None else prepare(net)
     if plan is None:
         return 2
     start = time.perf_counter()
-    jobs = plan_outputs(inputs, args.output, args.format, plan.suffix)
-    done, failures = process(net, jobs, args, verb=verb, finish=plan.finish, failures=len(problems))
+    jobs = plan_outputs(inputs.found, args.output, args.format, plan.suffix)
+    done, failures = process(net, jobs, args, verb=verb, finish=plan.finish, failures=len(inputs.problems))
     elapsed = time.perf_counter() - start
     where = args.output or "beside the inputs"
     print(
         f"{verb}d {done} of {done + failures} image(s){plan.detail} with {net.family} in {elapsed:.1f} s"
         f" -> {where}" + (f"; {failures} failed" if failures else "")
     )
+    _note(inputs.skipped_line())
     return 0 if failures == 0 else 1
+
+
+def _note(line: str | None) -> None:
+    if line:
+        print(f"sr: note: {line}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Pieces shared by subcommands: loading a model with a one-line error, device and thread setup."""
+"""Pieces shared by subcommands: loading a model with a one-line error, device and thread setup, and the
+message for an optional extra that is not installed."""
 
 from __future__ import annotations
 
@@ -83,3 +84,25 @@ def load_or_report(args: argparse.Namespace):
     except ModelLoadError as problem:
         error(str(problem))
         return None
+    except ImportError as missing:  # the ONNX extra is optional
+        error(missing_extra("--backend onnx", missing, "onnx"))
+        return None
+
+
+ONNX_MODULES = ("onnx", "onnxruntime")
+
+
+def missing_extra(feature: str, missing: ImportError, extra: str) -> str:
+    """The one-line message for a feature whose optional dependencies are not installed."""
+    package = missing.name or "an optional package"
+    return f"{feature} needs {package}, which is not installed: pip install 'sr[{extra}]'"
+
+
+def check_onnx_installed(feature: str) -> str | None:
+    """None if ONNX and ONNX Runtime import, else the one-line message naming the extra to install."""
+    try:
+        for name in ONNX_MODULES:
+            __import__(name)
+    except ImportError as missing:
+        return missing_extra(feature, missing, "onnx")
+    return None

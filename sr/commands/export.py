@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from sr.commands.common import error, load_or_report
+from sr.commands.common import check_onnx_installed, error, load_or_report
 
 HELP = "export a model to ONNX, verified in ONNX Runtime"
 EXAMPLES = """examples:
@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = check_onnx_installed("sr export")
+    if missing:
+        error(missing)
+        return 2
     from sr.onnx.export import ExportError, export
 
     if args.model_arg and args.model and args.model_arg != args.model:

@@ -21,6 +21,7 @@ import archs
 from sr import __version__
 from sr.atomic import write_atomically
 from sr.loading import LoadedModel
+from sr.onnx.session import session
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}
@@ -210,8 +211,6 @@ def _write(proto, out: Path) -> None:
 
 
 def _verify(net, model, path: Path, report: ExportReport, static, dtype: str, providers) -> None:
-    from sr.onnx.runtime import session
-
     try:
         sess = session(path, providers)
     except RuntimeError as error:

@@ -1,103 +1,23 @@
 """ONNX Runtime inference behind the same interface as a PyTorch model, so the tiling/padding/I/O engine
 (`sr.upscale`) runs `.onnx` files unchanged; PyTorch weights are exported and cached on first use.
 
-Sessions flush subnormal floats to zero. The shifted-window masks add −100 to the scores of token pairs from
-different regions, so softmax gives those pairs weights near e^−100, below the normal float32 range (1.2e-38);
-x86 CPUs handle subnormal operands in microcode, and in every shifted block ONNX Runtime's Softmax and the
-MatMul with V ran several times slower (PyTorch's fused SDPA kernel is not affected). Flushing only zeroes
-values below 1.2e-38 in magnitude. ONNX Runtime flushes on its worker threads
-(`session.set_denormal_as_zero`); the thread that calls `run` computes a share of each operator too, so
-`OrtModule` flushes on it during each run, and `session` undoes the mode that ONNX Runtime leaves set on the
-thread that creates the process's first session (benchmarks/RESULTS.md, "ONNX Runtime vs PyTorch eager").
+Sessions and the module that runs them live in `sr.onnx.session` (why they flush subnormal floats: there).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from sr import zoo
 from sr.loading import LoadedModel, ModelLoadError, load_model, resolve
+from sr.onnx.export import DEFAULT_OPSET, ExportError, export
+from sr.onnx.session import OrtModule, session
 
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-}
+__all__ = ["OrtModule", "cache_path", "load_onnx_file", "load_onnx_model", "read_metadata", "session"]
+
 REQUIRED_METADATA = ("sr.family", "sr.scale", "sr.multiple_of")
-
-
-def providers_for(names: list[str] | None) -> list[str]:
-    """ONNX Runtime provider names for short or full names, checked against what is installed."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    chosen = []
-    for name in names or ["cpu"]:
-        full = PROVIDER_ALIASES.get(name.lower(), name)
-        if full not in available:
-            raise ModelLoadError(
-                f"ONNX Runtime provider {name}: not installed (available: {', '.join(available)})"
-            )
-        chosen.append(full)
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")  # fallback for nodes other providers do not take
-    return chosen
-
-
-@contextmanager
-def flushing_subnormals() -> Iterator[None]:
-    """Flush subnormal floats to zero on this thread inside the block, then restore the previous mode."""
-    was_flushing = np.float32(1e-39) * np.float32(1.0) == 0
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if not was_flushing:
-            torch.set_flush_denormal(False)
-
-
-def session(path: str | os.PathLike, providers: list[str] | None = None):
-    """An ONNX Runtime session using this process's PyTorch thread count, flushing subnormals to zero."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
-    try:
-        with flushing_subnormals():  # ONNX Runtime may set the mode here for good
-            return ort.InferenceSession(str(path), options, providers=providers_for(providers))
-    except (
-        ort.capi.onnxruntime_pybind11_state.Fail,
-        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-        ort.capi.onnxruntime_pybind11_state.NoSuchFile,
-        ort.capi.onnxruntime_pybind11_state.NotImplemented,
-    ) as error:
-        raise RuntimeError(" ".join(str(error).split())[:300]) from None
-
-
-class OrtModule(torch.nn.Module):
-    """Calls an ONNX Runtime session on N x C x H x W float tensors, returning float32 tensors."""
-
-    def __init__(self, sess) -> None:
-        super().__init__()
-        self.session = sess
-        self.input_name = sess.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        with flushing_subnormals():
-            out = self.session.run(None, {self.input_name: array})[0]
-        return torch.from_numpy(out).to(x.device)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -153,8 +73,6 @@ def load_onnx_model(
     providers: list[str] | None = None,
 ) -> LoadedModel:
     """ONNX Runtime model for an `.onnx` file, or for PyTorch weights (exported, verified and cached once)."""
-    from sr.onnx.export import DEFAULT_OPSET, ExportError, export
-
     if path_or_name is not None and str(path_or_name).lower().endswith(".onnx"):
         return load_onnx_file(path_or_name, providers)
     weights = resolve(path_or_name)
