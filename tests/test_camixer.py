@@ -23,8 +23,10 @@ CASES = [
     {"n_block": [2], "n_group": 1, "n_colors": 3, "n_feats": 20, "scale": 3},
     {"n_block": [1, 1, 1], "n_group": 3, "n_colors": 3, "n_feats": 16, "scale": 4},
     {"n_block": [1], "n_group": 1, "n_colors": 1, "n_feats": 8, "scale": 4},
+    # x1: the official tail is a conv to n_colors·1² channels and PixelShuffle(1), a plain last conv
+    {"n_block": [1, 1], "n_group": 2, "n_colors": 3, "n_feats": 12, "scale": 1},
 ]
-PARITY = list(zip(CASES, [(19, 27), (33, 20), (17, 40), (21, 18)], strict=True))
+PARITY = list(zip(CASES, [(19, 27), (33, 20), (17, 40), (21, 18), (23, 26)], strict=True))
 OPTIONS = Path(__file__).resolve().parents[1] / "options" / "test" / "CAMixerSR"
 # REFERENCE §7: the official code and weights at ratio 1.0 on these exact files (PSNR-Y, SSIM-Y).
 ANCHORS = {"Set5": (32.3298, 0.8969), "Set14": (28.7021, 0.7839), "B100": (27.6221, 0.7386),
