@@ -103,12 +103,12 @@ def load_model(
     path = resolve(path_or_name)
     bundled = path.parent == WEIGHTS_DIR
     entry = None if bundled else zoo.lookup(str(path_or_name)) or zoo.by_filename(path.name)
-    first_use = entry is not None and path == zoo.models_dir() / entry.filename and not zoo.is_trusted(entry)
+    first_use = entry is not None and path == entry.path and not zoo.is_trusted(entry)
     try:
         net = _load(path, entry, scale, device)
     except ModelLoadError:
         if first_use:  # not the file the entry describes: drop it, so a retry downloads it again
-            path.unlink(missing_ok=True)
+            zoo.forget(entry)
         raise
     if first_use:
         digest = zoo.trust(entry, path)
@@ -139,11 +139,20 @@ def _load(
     return _build(family, params, state_dict, path, strict=True, device=device)
 
 
+def _plain(value):
+    """Lists as tuples, so settings from JSON compare equal to the ones read off the weights."""
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
 def _check_entry(entry: zoo.ZooEntry, family: Family, params: dict, path: Path) -> None:
     """A ModelLoadError unless the weights load as the zoo entry describes them."""
     found = {"family": family.name, "scale": params.get("scale", 1)}
-    found |= {key: params.get(key) for key in entry.settings}
-    wanted = {"family": entry.family, "scale": entry.scale, **entry.settings}
+    found |= {key: _plain(params.get(key)) for key in entry.settings}
+    wanted = {
+        "family": entry.family,
+        "scale": entry.scale,
+        **{k: _plain(v) for k, v in entry.settings.items()},
+    }
     wrong = [f"{k} {found[k]!r} (expected {v!r})" for k, v in wanted.items() if found[k] != v]
     if wrong:
         raise ModelLoadError(f"{path}: not the zoo's {entry.name}: {', '.join(wrong)}")

@@ -93,11 +93,11 @@ def test_zoo_download_verifies_and_caches(pan_weights, tmp_path, monkeypatch):
     monkeypatch.setenv("SR_MODELS_DIR", str(cache))
     entry = zoo.lookup("pan-x4")
     source = (pan_weights / "PANx4_DF2K.pth").resolve()
-    path = zoo.fetch(entry, url=source.as_uri())
+    path = zoo.fetch(entry, urls=(source.as_uri(),))
     assert path == cache / "PANx4_DF2K.pth"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
     # Cached: a second fetch does not touch the (now unreachable) URL.
-    assert zoo.fetch(entry, url=(tmp_path / "gone.pth").as_uri()) == path
+    assert zoo.fetch(entry, urls=((tmp_path / "gone.pth").as_uri(),)) == path
     assert sr.load_model("PAN-x4").scale == 4
 
 
@@ -105,10 +105,10 @@ def test_zoo_rejects_a_corrupt_download_and_leaves_nothing(pan_weights, tmp_path
     cache = tmp_path / "cache"
     monkeypatch.setenv("SR_MODELS_DIR", str(cache))
     wrong = (pan_weights / "PANx2_DF2K.pth").resolve().as_uri()
-    with pytest.raises(zoo.ZooError, match=r"PAN-x4: download from .* has sha256 fcf8ed48656a"):
-        zoo.fetch(zoo.lookup("PAN-x4"), url=wrong)
+    with pytest.raises(zoo.ZooError, match=r"PAN-x4: cannot download: .* has sha256 fcf8ed48656a"):
+        zoo.fetch(zoo.lookup("PAN-x4"), urls=(wrong,))
     with pytest.raises(zoo.ZooError, match="cannot download"):
-        zoo.fetch(zoo.lookup("PAN-x4"), url=(tmp_path / "missing.pth").as_uri())
+        zoo.fetch(zoo.lookup("PAN-x4"), urls=((tmp_path / "missing.pth").as_uri(),))
     assert list(cache.iterdir()) == []
 
 

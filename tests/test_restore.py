@@ -182,16 +182,8 @@ def http_folder(tmp_path):
 
 
 def _entry(name: str, url: str, **settings) -> zoo.ZooEntry:
-    return zoo.ZooEntry(
-        name=name,
-        url=url,
-        sha256=None,
-        family="SwinIR",
-        scale=1,
-        task="denoise",
-        description="test",
-        settings=settings,
-    )
+    return zoo.ZooEntry(name=name, family="SwinIR", scale=1, filename=url.rsplit("/", 1)[-1], description="test",
+                        urls=(url,), task="denoise", settings=settings)
 
 
 def test_zoo_file_without_published_hash_is_trusted_on_first_use(tmp_path, http_folder, monkeypatch, capsys):
@@ -233,7 +225,7 @@ def test_official_restoration_models_are_in_the_zoo():
     assert {f"SwinIR-grayDN-s{s}" for s in (15, 25, 50)} <= names
     assert {f"SwinIR-colorJPEG-q{q}" for q in (10, 20, 30, 40)} <= names
     for e in entries:
-        assert e.url.startswith("https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/")
+        assert e.urls == (f"https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/{e.filename}",)
         jpeg = e.task == "jpeg"
         assert e.settings["window_size"] == (7 if jpeg else 8)
         assert e.settings["img_range"] == (255.0 if jpeg else 1.0)

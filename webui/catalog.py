@@ -29,7 +29,7 @@ def discover(models_dir: Path | None, task: str | None = None) -> dict[str, str]
     found = {name: name for name in sorted(names, key=lambda n: BUNDLED_TASKS[n] != (task or "sr"))}
     zoo_files = set()
     for entry in zoo.ZOO.values():
-        cached = zoo.models_dir() / entry.filename
+        cached = entry.path
         if cached.is_file():
             zoo_files.add(cached.resolve())
             if task in (None, entry.task):
