@@ -182,7 +182,8 @@ def http_folder(tmp_path):
 
 
 def _entry(name: str, url: str, **settings) -> zoo.ZooEntry:
-    return zoo.ZooEntry(name=name, family="SwinIR", scale=1, filename=url.rsplit("/", 1)[-1], description="test",
+    filename = url.rsplit("/", 1)[-1]
+    return zoo.ZooEntry(name=name, family="SwinIR", scale=1, filename=filename, description="test",
                         urls=(url,), task="denoise", settings=settings)
 
 
