@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import sr.onnx.runtime
+from sr import zoo
 from sr.loading import ModelLoadError
-from webui.catalog import Engines, discover
+from webui.catalog import Engines, discover, label
 
 
 @pytest.fixture
@@ -27,10 +28,22 @@ def test_offers_default_cached_zoo_models_and_folder_files(models_dir, pan_weigh
         (folder / name).write_bytes(b"x")
     (folder / "sub.pth").mkdir()
     offered = discover(folder)
-    assert list(offered) == ["default", "PAN-x3", "a.onnx", "b.safetensors", "c.pth"]
+    assert list(offered)[:5] == ["default", "PAN-x3", "a.onnx", "b.safetensors", "c.pth"]
     assert offered["PAN-x3"] == "PAN-x3" and offered["a.onnx"] == str(folder / "a.onnx")
+    # then every zoo model that can be downloaded, in catalogue order
+    downloadable = [e.name for e in zoo.ZOO.values() if e.urls and not e.unsupported and e.name != "PAN-x3"]
+    assert list(offered)[5:] == downloadable
     # the zoo's own folder as the models folder lists its files once, by zoo name
-    assert list(discover(models_dir)) == ["default", "PAN-x3"]
+    assert list(discover(models_dir))[:2] == ["default", "PAN-x3"]
+    assert list(discover(models_dir, "jpeg")) == [e.name for e in zoo.ZOO.values() if e.task == "jpeg"]
+
+
+def test_labels_say_what_a_choice_costs_and_allows(models_dir, pan_weights):
+    (models_dir / "PANx3_DF2K.pth").symlink_to(pan_weights / "PANx3_DF2K.pth")
+    assert label("PAN-x3") == "PAN-x3" and label("default") == "default"
+    assert label("PAN-x2") == "PAN-x2 (download 1 MB)"
+    assert label("SRFormer-x4") == "SRFormer-x4 (download 97 MB, non-commercial licence)"
+    assert label("SRFormer-x2") == "SRFormer-x2 (download, non-commercial licence)"
 
 
 def test_engines_keep_the_most_recent_two(models_dir, pan_weights):
@@ -59,3 +72,14 @@ def test_bad_weights_are_an_error_on_either_backend(models_dir, tmp_path):
     for backend in ("onnx", "torch"):
         with pytest.raises(ModelLoadError, match="broken.pth"):
             Engines().get(str(bad), backend)
+
+
+def test_a_zoo_model_is_downloaded_when_first_chosen(models_dir, pan_weights, monkeypatch):
+    from dataclasses import replace
+
+    source = (pan_weights / "PANx2_DF2K.pth").resolve().as_uri()
+    monkeypatch.setitem(zoo.ZOO, "pan-x2", replace(zoo.lookup("PAN-x2"), urls=(source,)))
+    assert "PAN-x2" in discover(None) and not zoo.is_cached(zoo.lookup("PAN-x2"))
+    net, note = Engines().get("PAN-x2", "torch")
+    assert (net.family, net.scale, note) == ("PAN", 2, "")
+    assert zoo.is_cached(zoo.lookup("PAN-x2")) and label("PAN-x2") == "PAN-x2"

@@ -19,11 +19,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image as PILImage
 
+from sr import zoo
 from sr.imageio import Image, ImageError, read_image, write_image
 from sr.loading import DEFAULT_NAME, ModelLoadError
 from sr.onnx.runtime import OrtModule
 from sr.upscale import check_outscale, rescale, upscale_image
-from webui.catalog import Engines, discover
+from webui.catalog import Engines, discover, label
 
 log = logging.getLogger("sr.demo")
 
@@ -88,10 +89,11 @@ class Upscaler:
             raise gr.Error(f"model {model!r} is not offered here (choose one of: {', '.join(catalog)})")
         return catalog[model]
 
-    def scales(self, model: str, backend: str) -> gr.Dropdown:
+    def scales(self, model: str, backend: str, progress=gr.Progress(track_tqdm=True)) -> gr.Dropdown:  # noqa: B008
         """The output scale choices for `model`: its own scale, or smaller ones by area-averaging.
 
-        The model is loaded into the engine cache here, so the request that follows finds it ready."""
+        The model is loaded into the engine cache here (a zoo model not yet downloaded is fetched, with its
+        progress shown), so the request that follows finds it ready."""
         try:
             net, _ = self.engines.get(self.source(model), BACKENDS.get(backend, backend))
         except ModelLoadError as problem:
@@ -104,19 +106,35 @@ class Upscaler:
         upscaling = TASKS.get(task) == "sr"
         scales = self.scales(models[0], backend) if upscaling and models else gr.Dropdown()
         return (
-            gr.Dropdown(choices=models, value=models[0] if models else None),
+            gr.Dropdown(choices=choices(models), value=models[0] if models else None),
             gr.Dropdown(choices=scales.choices, value=scales.value, visible=upscaling),
             gr.Button(visible=upscaling),
             gr.Button(visible=not upscaling),
         )
 
-    def __call__(self, path: str | None, model: str, outscale: int | None, tile: str, backend: str):
+    def __call__(
+        self,
+        path: str | None,
+        model: str,
+        outscale: int | None,
+        tile: str,
+        backend: str,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to show tqdm bars (downloads)
+    ):
         """Upscale (the `/upscale` API)."""
         return self._guarded(
             path, lambda p, name: self._run(p, name, model, outscale, parse_tile(tile), backend)
         )
 
-    def restore(self, path: str | None, task: str, model: str, tile: str, backend: str):
+    def restore(
+        self,
+        path: str | None,
+        task: str,
+        model: str,
+        tile: str,
+        backend: str,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way to show tqdm bars (downloads)
+    ):
         """Denoise or remove JPEG artifacts with a scale-1 model (the `/restore` API)."""
         if task not in TASKS or TASKS[task] == "sr":
             raise gr.Error(f"task {task!r}: choose Denoise or Remove JPEG artifacts")
@@ -176,6 +194,9 @@ class Upscaler:
         )
         if note:
             info += f"  \n{note}"
+        entry = zoo.lookup(model)
+        if entry is not None and entry.non_commercial:
+            info += f"  \n{model} is published under {entry.licence}: non-commercial use only"
         return (str(before), str(after)), str(after), info
 
     def _check_size(self, path: Path, name: str) -> None:
@@ -190,6 +211,11 @@ class Upscaler:
                 f"{name} is {w}×{h} ({pixels(w * h)}); this demo accepts images up to "
                 f"{pixels(self.limits.max_pixels)}"
             )
+
+
+def choices(names: list[str]) -> list[tuple[str, str]]:
+    """Dropdown choices: what the list shows (download size, licence) and the name a request carries."""
+    return [(label(name), name) for name in names]
 
 
 def output_scales(scale: int) -> list[int]:
@@ -226,7 +252,7 @@ def build(models_dir: Path | None = None, limits: Limits | None = None) -> gr.Bl
                 )
                 source = _passing_files_through(upload)
                 task = gr.Radio(list(TASKS), value="Upscale", label="Task", elem_id="task")
-                model = gr.Dropdown(names, value=DEFAULT_NAME, label="Model", elem_id="model")
+                model = gr.Dropdown(choices(names), value=DEFAULT_NAME, label="Model", elem_id="model")
                 with gr.Row():
                     scales = output_scales(first_scale)
                     outscale = gr.Dropdown(scales, value=first_scale, label="Output scale")

@@ -1,8 +1,8 @@
 """Which models the demo offers, and a small cache of the ones loaded, so switching back costs nothing.
 
-Offered: the bundled models (super-resolution, denoising, JPEG), the zoo's models already downloaded, and
-the weight or `.onnx` files in the demo's models folder. Loading goes through `sr.loading` /
-`sr.onnx.runtime`, as the CLI's does.
+Offered: the bundled models (super-resolution, denoising, JPEG), the zoo's models already downloaded, the
+weight or `.onnx` files in the demo's models folder, then the zoo's other models, which are downloaded when
+first chosen. Loading goes through `sr.loading` / `sr.onnx.runtime`, as the CLI's does.
 """
 
 from __future__ import annotations
@@ -21,24 +21,37 @@ BUNDLED_TASKS = {"default": "sr", "denoise": "denoise", "jpeg": "jpeg"}  # the t
 def discover(models_dir: Path | None, task: str | None = None) -> dict[str, str]:
     """Model names as shown to users → the path or name `sr` loads them by.
 
-    The bundled models first (the task's own first of all), then the zoo's downloaded models, then the
-    folder's files. With `task` ('sr', 'denoise', 'jpeg'), bundled and zoo models of other tasks are left
-    out; folder files, whose task is known only once loaded, are always offered.
+    The bundled models first (the task's own first of all), the zoo's downloaded models, the folder's files,
+    then the zoo models that can be downloaded. With `task` ('sr', 'denoise', 'jpeg'), bundled and zoo models
+    of other tasks are left out; folder files, whose task is known only once loaded, are always offered.
     """
     names = [n for n, t in BUNDLED_TASKS.items() if task in (None, t) and (WEIGHTS_DIR / BUNDLED[n]).exists()]
     found = {name: name for name in sorted(names, key=lambda n: BUNDLED_TASKS[n] != (task or "sr"))}
-    zoo_files = set()
-    for entry in zoo.ZOO.values():
-        cached = entry.path
-        if cached.is_file():
-            zoo_files.add(cached.resolve())
-            if task in (None, entry.task):
-                found[entry.name] = entry.name
+    entries = [e for e in zoo.ZOO.values() if task in (None, e.task)]
+    zoo_files = {e.path.resolve() for e in zoo.ZOO.values() if zoo.is_cached(e)}
+    found |= {e.name: e.name for e in entries if zoo.is_cached(e)}
     if models_dir is not None and models_dir.is_dir():
         for path in sorted(models_dir.iterdir()):
             if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and path.resolve() not in zoo_files:
                 found.setdefault(path.name, str(path))
+    for e in entries:
+        if not zoo.is_cached(e) and e.urls and not e.unsupported:
+            found.setdefault(e.name, e.name)
     return found
+
+
+def label(name: str) -> str:
+    """How the model list shows a model: zoo models say when they would be downloaded and when their licence
+    allows non-commercial use only."""
+    entry = zoo.lookup(name)
+    if entry is None:
+        return name
+    notes = []
+    if not zoo.is_cached(entry):
+        notes.append(f"download{f' {entry.bytes / 1e6:.0f} MB' if entry.bytes else ''}")
+    if entry.non_commercial:
+        notes.append("non-commercial licence")
+    return f"{name} ({', '.join(notes)})" if notes else name
 
 
 class Engines:
