@@ -219,3 +219,36 @@ def test_option_file_describes_the_official_network(path):
     assert options["path"]["pretrain_network_g"].endswith(f"RCAN_BIX{options['scale']}.pt")
     for metric in options["val"]["metrics"].values():
         assert metric["crop_border"] == options["scale"] and metric["test_y_channel"] is True
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{"norm": False, "scale": 2}, {"norm": False, "scale": 1}, {"unshuffle_mod": True, "scale": 2},
+     {"unshuffle_mod": True, "scale": 1}, {"unshuffle_mod": True, "norm": False, "scale": 2},
+     {"n_feats": 96, "scale": 4}],
+    ids=lambda v: "-".join(f"{k}{v[k]}" for k in v),
+)
+def test_community_variants_match_spandrel(spandrel, variant):
+    """traiNNer-redux/neosr RCANs (spandrel's class, which traiNNer uses): without mean shift, with a
+    PixelUnshuffle head for x1/x2, 96 features; detected with the constructor's settings, equal outputs."""
+    from spandrel.architectures.RCAN import RCAN as SpandrelRCAN
+
+    config = {"n_resgroups": 2, "n_resblocks": 1, "n_feats": 24, "reduction": 4, **variant}
+    torch.manual_seed(8)
+    theirs = SpandrelRCAN(**config).eval()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    name, ours, params = load(theirs.state_dict())
+    norm = config.get("norm", True)
+    expected = {"n_resgroups": 2, "n_resblocks": 1, "n_feats": config["n_feats"], "reduction": 4,
+                "scale": config["scale"], "rgb_range": 255.0 if norm else 1.0}
+    expected |= {"unshuffle_mod": True} if config.get("unshuffle_mod") else {}
+    expected |= {} if norm else {"norm": False}
+    assert name == "RCAN" and params == expected
+    for h, w in ((13, 10), (16, 12)):  # sizes off and on the unshuffle factor
+        x = image(9, h, w)
+        with torch.no_grad():
+            got, want = ours(x), theirs(x.clone())
+        assert got.shape == want.shape == (1, 3, h * config["scale"], w * config["scale"])
+        assert (got - want).abs().max().item() < 1e-5
