@@ -147,25 +147,30 @@ class SwinIR(nn.Module):
     def __init__(self, scale: int = 4, in_chans: int = 3, embed_dim: int = 180,
                  depths: Sequence[int] = (6,) * 6, num_heads: Sequence[int] = (6,) * 6, window_size: int = 8,
                  mlp_ratio: float = 2.0, upsampler: str = "pixelshuffle", resi_connection: str = "1conv",
-                 img_range: float = 1.0, qkv_bias: bool = True, patch_norm: bool = True) -> None:
+                 img_range: float = 1.0, qkv_bias: bool = True, patch_norm: bool = True,
+                 start_unshuffle: int = 1) -> None:
         super().__init__()
+        upscale = scale * start_unshuffle  # the upsampler's own factor
         if upsampler not in UPSAMPLERS:
             raise ValueError(f"upsampler must be one of {', '.join(UPSAMPLERS)}, not {upsampler!r}")
-        if upsampler == "nearest+conv" and scale not in (2, 4):
-            raise ValueError(f"the nearest+conv upsampler supports scales 2 and 4, not {scale}")
-        if (upsampler == "") != (scale == 1):
+        if upsampler == "nearest+conv" and upscale not in (2, 4):
+            raise ValueError(f"the nearest+conv upsampler supports scales 2 and 4, not {upscale}")
+        if start_unshuffle == 1 and (upsampler == "") != (scale == 1):
             raise ValueError(f"scale 1 goes with upsampler '' (and only it), not scale {scale} with "
                              f"{upsampler!r}")
+        if start_unshuffle > 1 and upsampler == "":
+            raise ValueError("start_unshuffle needs an upsampler (the input residual of upsampler '' cannot "
+                             "take the unshuffled channels)")
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
-        self.scale = scale
+        self.scale, self.upscale, self.unshuffle = scale, upscale, start_unshuffle
         self.window_size = window_size
         self.upsampler = upsampler
         self.img_range = img_range
         mean = torch.tensor(DIV2K_RGB_MEAN) if in_chans == 3 else torch.zeros(1)
         self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
 
-        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.conv_first = nn.Conv2d(in_chans * start_unshuffle**2, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim, patch_norm)
         self.layers = nn.ModuleList(
             RSTB(embed_dim, depth, heads, window_size, mlp_ratio, qkv_bias, resi_connection)
@@ -175,17 +180,17 @@ class SwinIR(nn.Module):
         self.conv_after_body = residual_conv(embed_dim, resi_connection)
 
         if upsampler == "pixelshuffledirect":
-            self.upsample = UpsampleOneStep(scale, embed_dim, in_chans)
+            self.upsample = UpsampleOneStep(upscale, embed_dim, in_chans)
         elif upsampler == "":
             self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
         else:
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, NUM_FEAT, 3, 1, 1),
                                                       nn.LeakyReLU(inplace=True))
             if upsampler == "pixelshuffle":
-                self.upsample = Upsampler(scale, NUM_FEAT)
+                self.upsample = Upsampler(upscale, NUM_FEAT, identity_at_1=start_unshuffle > 1)
             else:
                 self.conv_up1 = nn.Conv2d(NUM_FEAT, NUM_FEAT, 3, 1, 1)
-                if scale == 4:
+                if upscale == 4:
                     self.conv_up2 = nn.Conv2d(NUM_FEAT, NUM_FEAT, 3, 1, 1)
                 self.conv_hr = nn.Conv2d(NUM_FEAT, NUM_FEAT, 3, 1, 1)
                 self.lrelu = nn.LeakyReLU(0.2, inplace=True)
@@ -206,15 +211,17 @@ class SwinIR(nn.Module):
         if self.upsampler == "pixelshuffle":
             return self.conv_last(self.upsample(x))
         x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
-        if self.scale == 4:
+        if self.upscale == 4:
             x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]
-        ws = self.window_size
+        ws = self.window_size * self.unshuffle  # windows of the unshuffled map
         x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
         x = (x - self.mean) * self.img_range
+        if self.unshuffle > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle)
         features = self.conv_first(x)
         features = self.conv_after_body(self.forward_features(features)) + features
         x = x + self.conv_last(features) if self.upsampler == "" else self.reconstruct(features)
@@ -250,7 +257,8 @@ _FOREIGN = ("relative_position_index_SA", "overlap_attn", "conv_block.", "aligne
 
 
 def detect(state_dict: StateDict) -> bool:
-    if not all(key in state_dict for key in _KEYS):
+    first = "conv_first.weight" in state_dict or "conv_first.1.weight" in state_dict  # (unshuffle front end)
+    if not first or not all(key in state_dict for key in _KEYS[1:]):
         return False
     return not any(fragment in key for key in state_dict for fragment in _FOREIGN)
 
@@ -287,13 +295,14 @@ def _upsampler(state_dict: StateDict, embed_dim: int) -> str:
                                 "upsample, conv_up1) nor a scale-1 conv_last reading the features")
 
 
-def _scale(state_dict: StateDict, upsampler: str, in_chans: int) -> int:
+def _scale(state_dict: StateDict, upsampler: str, in_chans: int, identity: bool = False) -> int:
+    """The upsampler's own factor (with `identity`, an empty pixel-shuffle upsampler is x1)."""
     if upsampler == "":
         return 1
     if upsampler == "nearest+conv":
         return 4 if "conv_up2.weight" in state_dict else 2
     if upsampler == "pixelshuffle":
-        return upsampler_scale(state_dict, "upsample.")
+        return upsampler_scale(state_dict, "upsample.", identity_at_1=identity)
     out_channels = shape(state_dict, "upsample.0.weight")[0]
     scale = math.isqrt(out_channels // in_chans)
     if scale < 2 or scale * scale * in_chans != out_channels:
@@ -329,7 +338,7 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None = None) -> d
     denoising model). A file whose settings differ says so in its metadata or zoo entry
     (the family's `unstored` settings), which the loader applies over this rule.
     """
-    embed_dim, in_chans = shape(state_dict, "conv_first.weight")[:2]
+    embed_dim, inputs = shape(state_dict, "conv_first.weight")[:2]
     layers = count_prefixed(state_dict, "layers.")
     depths = tuple(count_prefixed(state_dict, f"layers.{i}.residual_group.blocks.") for i in range(layers))
     num_heads = tuple(
@@ -337,7 +346,12 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None = None) -> d
         for i in range(layers)
     )
     upsampler = _upsampler(state_dict, embed_dim)
-    found = _scale(state_dict, upsampler, in_chans)
+    in_chans, unshuffle = _channels(state_dict, upsampler, inputs)
+    upscale = _scale(state_dict, upsampler, in_chans, identity=unshuffle > 1)
+    found = upscale // unshuffle
+    if found * unshuffle != upscale:
+        raise MissingHyperParameter(f"cannot tell the scale: a x{upscale} upsampler after a {unshuffle}x "
+                                    "unshuffle is no whole scale")
     if scale not in (None, found):
         raise MissingHyperParameter(f"these SwinIR weights are x{found}, not x{scale}")
     window_size = _window_size(state_dict)
@@ -347,7 +361,40 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None = None) -> d
             "mlp_ratio": _mlp_ratio(state_dict, embed_dim), "upsampler": upsampler,
             "resi_connection": _resi_connection(state_dict), "img_range": img_range,
             "qkv_bias": f"{_BLOCK}attn.qkv.bias" in state_dict,
-            "patch_norm": "patch_embed.norm.weight" in state_dict}
+            "patch_norm": "patch_embed.norm.weight" in state_dict,
+            **({"start_unshuffle": unshuffle} if unshuffle > 1 else {})}
+
+
+def _channels(state_dict: StateDict, upsampler: str, inputs: int) -> tuple[int, int]:
+    """(image channels, unshuffle factor): the last layer gives the channels, conv_first takes channels·k²
+    (traiNNer/neosr's `start_unshuffle`, a PixelUnshuffle before conv_first)."""
+    if upsampler == "pixelshuffledirect":
+        outputs = shape(state_dict, "upsample.0.weight")[0]
+        candidates = [c for c in (3, 1) if _square_times(inputs, c) and _square_times(outputs, c)]
+        if not candidates:
+            raise MissingHyperParameter(f"cannot tell the image channels: conv_first takes {inputs} channels "
+                                        f"and upsample.0 gives {outputs}")
+        channels = inputs if inputs in candidates else candidates[0]
+    else:
+        channels = shape(state_dict, "conv_last.weight")[0]
+    unshuffle = math.isqrt(inputs // channels)
+    if unshuffle * unshuffle * channels != inputs:
+        raise MissingHyperParameter(f"cannot tell the unshuffle factor: conv_first takes {inputs} channels "
+                                    f"for {channels}-channel images, not {channels}·k²")
+    return channels, unshuffle
+
+
+def _square_times(n: int, c: int) -> bool:
+    """Whether n is c times a perfect square."""
+    return n % c == 0 and math.isqrt(n // c) ** 2 * c == n
+
+
+def remap_keys(state_dict: StateDict) -> StateDict:
+    """neosr's and older traiNNer's unshuffle front end keeps conv_first as `conv_first.1` after the
+    PixelUnshuffle (`conv_first.0`); ours is one conv after a functional unshuffle."""
+    if "conv_first.1.weight" not in state_dict:
+        return state_dict
+    return {key.replace("conv_first.1.", "conv_first.", 1): value for key, value in state_dict.items()}
 
 
 FAMILY = Family(
@@ -362,4 +409,5 @@ FAMILY = Family(
     presets=PRESETS,
     ignored_keys=ignored_keys,
     unstored=("img_range",),
+    remap_keys=remap_keys,
 )

@@ -304,7 +304,7 @@ def test_weights_that_cannot_tell_a_setting_are_clear_errors(tmp_path):
         swinir.params_from_state_dict(dict(state_dict, **{index: torch.zeros(25, 25, dtype=torch.long)}))
 
     direct = SwinIR(**case(2, 4, 12, (2,), (2,), 2.0, "pixelshuffledirect", "1conv")).state_dict()
-    with pytest.raises(MissingHyperParameter, match="scale² × 3"):
+    with pytest.raises(MissingHyperParameter, match="conv_first takes 3 channels and upsample.0 gives 13"):
         swinir.params_from_state_dict(dict(direct, **{"upsample.0.weight": torch.zeros(13, 12, 3, 3)}))
     without_body_conv = {k: v for k, v in direct.items() if not k.startswith("conv_after_body.")}
     with pytest.raises(MissingHyperParameter, match="resi_connection"):
@@ -386,3 +386,45 @@ def test_option_file_describes_the_official_network(path):
     assert options.path.pretrain_network_g == f"experiments/pretrained_models/SwinIR/{stem}.pth"
     assert options.path.param_key_g == param_key
     assert {m.crop_border for m in options.val.metrics.values()} == {scale if scale > 1 else 0}
+
+
+@pytest.mark.parametrize(
+    ("upsampler", "upscale", "unshuffle", "old_keys"),
+    [("pixelshuffle", 4, 2, False), ("pixelshuffle", 2, 2, True), ("pixelshuffledirect", 4, 4, False),
+     ("nearest+conv", 4, 2, False)],
+)
+def test_unshuffle_front_end_matches_spandrel(spandrel, tmp_path, upsampler, upscale, unshuffle, old_keys):
+    """traiNNer-redux's and neosr's SwinIR with a PixelUnshuffle before conv_first (spandrel's
+    `start_unshuffle`; older files keep that conv as `conv_first.1`): x1 and x2 models on an x2/x4 body."""
+    params = case(upscale // unshuffle, 4, 12, (2,), (2,), 2.0, upsampler, "1conv", start_unshuffle=unshuffle)
+    torch.manual_seed(3)
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k != "scale"}
+    reference = spandrel.architectures.SwinIR.SwinIR(upscale=upscale, img_size=16, **kwargs).eval()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            p.add_(torch.randn_like(p) * NOISE.get(name.rsplit(".", 1)[-1], 0.02))
+    state_dict = reference.state_dict()
+    if old_keys:
+        state_dict = {k.replace("conv_first.", "conv_first.1.", 1): v for k, v in state_dict.items()}
+    loaded = sr.load_model(save(tmp_path, state_dict))
+    assert loaded.params == params and loaded.scale == upscale // unshuffle
+    side = 4 * unshuffle  # spandrel pads to the window before unshuffling: it is right on multiples of both
+    x = image(4, h=2 * side, w=3 * side, batch=1)
+    with torch.no_grad():
+        got, expected = loaded.model(x), reference(x.clone())
+    assert got.shape == expected.shape == (1, 3, 2 * side * loaded.scale, 3 * side * loaded.scale)
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert loaded.model(image(5, h=13, w=22, batch=1)).shape == (1, 3, 13 * loaded.scale, 22 * loaded.scale)
+
+
+def test_community_small_with_a_pixelshuffle_head(spandrel, tmp_path):
+    """SwinIR-S bodies trained with the classical pixelshuffle head and img_size 32 (e.g. OpenModelDB's
+    2x-Bubble-AnimeScale-SwinIR-Small): the upsampler and sizes come from the keys."""
+    params = case(2, 8, 60, (6, 6, 6, 6), (6, 6, 6, 6), 2.0, "pixelshuffle", "1conv")
+    reference = official(spandrel, params, img_size=32)
+    assert reference.state_dict()["layers.0.residual_group.blocks.1.attn_mask"].shape == (16, 64, 64)
+    loaded = sr.load_model(save(tmp_path, reference.state_dict()))
+    assert loaded.params == params
+    x = image(6, h=21, w=17, batch=1)
+    with torch.no_grad():
+        assert (loaded.model(x) - reference(x.clone())).abs().max().item() <= 1e-5
