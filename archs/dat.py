@@ -242,13 +242,21 @@ class DAT(nn.Module):
     shuffle, conv) or 'pixelshuffledirect' (one conv + shuffle, DAT-light). Training-only options of the
     official class (dropout, drop path, checkpointing, `qk_scale`) are left out; the official `upscale` is
     `scale` here, and its `img_size` only sized precomputed masks, which are built per input size here.
+    `unshuffle_mod` is traiNNer-redux's x1/x2 variant: a PixelUnshuffle by 4/scale before conv_first (keys
+    `conv_first.1`), the body at a quarter of the output size and an x4 upsampler; the input is
+    reflect-padded to the unshuffle factor and the output cropped back.
     """
 
     def __init__(self, *, in_chans: int = 3, embed_dim: int = 180, split_size: Sequence[int] = (8, 32),
                  depth: Sequence[int] = (6,) * 6, num_heads: Sequence[int] = (6,) * 6,
                  expansion_factor: float = 4.0, qkv_bias: bool = True, img_range: float = 1.0,
-                 resi_connection: str = "1conv", upsampler: str = "pixelshuffle", scale: int = 4) -> None:
+                 resi_connection: str = "1conv", upsampler: str = "pixelshuffle", scale: int = 4,
+                 unshuffle_mod: bool = False) -> None:
         super().__init__()
+        if unshuffle_mod and scale not in (1, 2):
+            raise ValueError(f"unshuffle_mod is for x1 and x2 models, not x{scale}")
+        self.scale, self.unshuffle = scale, 4 // scale if unshuffle_mod else 1
+        upscale = 4 if unshuffle_mod else scale
         s0, s1 = split_size
         if max(s0, s1) % min(s0, s1):
             raise ValueError(f"split_size {[s0, s1]}: the larger side must be a multiple of the smaller")
@@ -259,7 +267,8 @@ class DAT(nn.Module):
         mean = DIV2K_RGB_MEAN if in_chans == 3 else (0.0,) * in_chans
         self.register_buffer("mean", torch.tensor(mean).view(1, in_chans, 1, 1), persistent=False)
         hidden = int(embed_dim * expansion_factor)
-        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        first = nn.Conv2d(in_chans * self.unshuffle**2, embed_dim, 3, 1, 1)
+        self.conv_first = nn.Sequential(nn.PixelUnshuffle(self.unshuffle), first) if unshuffle_mod else first
         self.before_RG = nn.Sequential(_ChannelsLast(), nn.LayerNorm(embed_dim))
         self.layers = nn.ModuleList(
             ResidualGroup(i, embed_dim, d, heads, (s0, s1), hidden, qkv_bias, resi_connection)
@@ -271,10 +280,10 @@ class DAT(nn.Module):
             num_feat = 64
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),
                                                       nn.LeakyReLU(inplace=True))
-            self.upsample = Upsampler(scale, num_feat)
+            self.upsample = Upsampler(upscale, num_feat)
             self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
         elif upsampler == "pixelshuffledirect":
-            self.upsample = UpsampleOneStep(scale, embed_dim, in_chans)
+            self.upsample = UpsampleOneStep(upscale, embed_dim, in_chans)
         else:
             raise ValueError(f"upsampler must be 'pixelshuffle' or 'pixelshuffledirect', not {upsampler!r}")
 
@@ -285,6 +294,10 @@ class DAT(nn.Module):
         return _image(self.norm(x))
 
     def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[2], x.shape[3]
+        k = self.unshuffle
+        if k > 1:
+            x = F.pad(x, (0, (k - w % k) % k, 0, (k - h % k) % k), mode="reflect")
         x = (x - self.mean) * self.img_range
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
@@ -292,10 +305,11 @@ class DAT(nn.Module):
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
         else:
             x = self.upsample(x)
-        return x / self.img_range + self.mean
+        x = x / self.img_range + self.mean
+        return x[:, :, : h * self.scale, : w * self.scale] if k > 1 else x
 
 
-_KEYS = ("conv_first.weight", "before_RG.1.weight", "norm.weight",
+_KEYS = ("before_RG.1.weight", "norm.weight",
          *(f"layers.0.blocks.0.{key}" for key in (
              "attn.qkv.weight", "attn.attns.0.rpe_biases", "attn.attns.0.relative_position_index",
              "attn.attns.0.pos.pos_proj.weight", "attn.dwconv.1.running_mean", "ffn.fc1.weight",
@@ -306,6 +320,7 @@ def detect(state_dict: StateDict) -> bool:
     """DAT's own keys (position-bias MLP, SGFN spatial gate, `before_RG`); SwinIR, HAT, SRFormer and RGT
     checkpoints lack them whatever the registry order."""
     return (all(key in state_dict for key in _KEYS)
+            and ("conv_first.weight" in state_dict or "conv_first.1.weight" in state_dict)
             and ("conv_after_body.weight" in state_dict or "conv_after_body.4.weight" in state_dict)
             and ("conv_last.weight" in state_dict or "upsample.0.weight" in state_dict))
 
@@ -354,12 +369,24 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None) -> dict:
 
     Not stored, so the official default of every released model is used: img_range 1.0 (qk_scale None).
     """
-    embed_dim, in_chans = shape(state_dict, "conv_first.weight")[:2]
+    unshuffle = "conv_first.1.weight" in state_dict
+    embed_dim, inputs = shape(state_dict, "conv_first.1.weight" if unshuffle else "conv_first.weight")[:2]
     groups = count_prefixed(state_dict, "layers.")
     if "conv_last.weight" in state_dict:
+        in_chans = shape(state_dict, "conv_last.weight")[0]
         upsampler, found = "pixelshuffle", upsampler_scale(state_dict, "upsample.")
     else:
+        in_chans = (3 if inputs % 3 == 0 else 1) if unshuffle else inputs
         upsampler, found = "pixelshuffledirect", _direct_scale(state_dict, in_chans)
+    extra: dict = {}
+    if unshuffle:
+        factor = math.isqrt(inputs // in_chans)
+        if factor * factor * in_chans != inputs or found != 4 or factor not in (2, 4):
+            raise MissingHyperParameter(
+                f"cannot tell the unshuffle factor: conv_first.1 takes {inputs} channels and the upsampler "
+                f"is x{found} (unshuffle_mod takes channels·k², k 2 or 4, and upsamples x4)"
+            )
+        found, extra = 4 // factor, {"unshuffle_mod": True}
     if scale not in (None, found):
         raise MissingHyperParameter(f"these DAT weights are x{found}, not x{scale}")
     return {
@@ -373,6 +400,7 @@ def params_from_state_dict(state_dict: StateDict, scale: int | None) -> dict:
         "resi_connection": "1conv" if "conv_after_body.weight" in state_dict else "3conv",
         "upsampler": upsampler,
         "scale": found,
+        **extra,
     }
 
 

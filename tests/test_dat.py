@@ -291,3 +291,51 @@ def test_option_file_describes_the_official_network(path):
     assert options["path"]["param_key_g"] == "params"
     for metric in options["val"]["metrics"].values():
         assert metric["crop_border"] == options["scale"] and metric["test_y_channel"] is True
+
+
+@pytest.mark.parametrize(
+    ("variant", "split"),
+    [
+        ({"upsampler": "pixelshuffle", "unshuffle_mod": True, "scale": 2}, [2, 4]),
+        ({"upsampler": "pixelshuffledirect", "unshuffle_mod": True, "scale": 1}, [4, 8]),
+        ({"upsampler": "pixelshuffle", "scale": 2, "embed_dim": 24, "resi_connection": "3conv"}, [4, 16]),
+    ],
+    ids=["unshuffle-x2", "unshuffle-x1-direct", "light-body-pixelshuffle-head-split4x16"],
+)
+def test_community_variants(official, tmp_path, variant, split):
+    """traiNNer-redux DATs: the PixelUnshuffle head of `unshuffle_mod` (traiNNer/archs/dat_arch.py: the
+    official network with conv_first = [PixelUnshuffle(4/scale), conv] and an x4 upsampler, rebuilt here on
+    spandrel's official class), a DAT-light body with the pixelshuffle head, another split size; detected
+    with the constructor's settings and equal outputs; saved as safetensors."""
+    config = dict(
+        {
+            "embed_dim": 32,
+            "split_size": split,
+            "depth": [2],
+            "num_heads": [2],
+            "expansion_factor": 2.0,
+            "resi_connection": "1conv",
+        },
+        **variant,
+    )
+    unshuffle = 4 // config["scale"] if config.get("unshuffle_mod") else 1
+    base = {k: v for k, v in config.items() if k != "unshuffle_mod"}
+    reference = official_model(official, dict(base, scale=4 if unshuffle > 1 else base["scale"]))
+    if unshuffle > 1:  # traiNNer's head, then the official body and an x4 upsampler
+        torch.manual_seed(7)
+        reference.conv_first = torch.nn.Sequential(
+            torch.nn.PixelUnshuffle(unshuffle),
+            torch.nn.Conv2d(3 * unshuffle**2, config["embed_dim"], 3, 1, 1),
+        )
+    path = tmp_path / "community.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    loaded = sr.load_model(path)
+    assert loaded.params == {"in_chans": 3, "qkv_bias": True, **config} and loaded.scale == config["scale"]
+    x = image(8, 1, 16, 24)  # multiples of the unshuffle factor, where traiNNer pads nothing
+    with torch.no_grad():
+        expected, got = reference(x), loaded.model(x)
+    assert got.shape == expected.shape == (1, 3, 16 * config["scale"], 24 * config["scale"])
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert loaded.model(image(9, 1, 13, 10)).shape == (1, 3, 13 * config["scale"], 10 * config["scale"])
