@@ -280,3 +280,20 @@ def test_option_file_describes_the_official_network(path):
     assert options.path.pretrain_network_g == f"experiments/pretrained_models/HAT/{stem}.pth"
     assert options.path.param_key_g == "params_ema" and options.network_g.type == "HAT"
     assert all(m.crop_border == options.scale and m.test_y_channel for m in options.val.metrics.values())
+
+
+def test_community_embed_192_from_safetensors_with_both_copies(spandrel, tmp_path):
+    """traiNNer-redux's hat_m_aligned / hat_l_aligned (embed 192) in a safetensors file holding `params` and
+    `params_ema`, as trainers save them: the EMA copy is loaded, with the constructor's settings."""
+    from safetensors.torch import save_file
+
+    config = case(2, 16, 0.5, 192, (1,), (6,), 3, 30, 2.0, num_feat=32)
+    ema, raw = official(spandrel, 3, **config), official(spandrel, 4, **config)
+    tensors = {f"params_ema.{k}": v.contiguous() for k, v in ema.state_dict().items()}
+    tensors |= {f"params.{k}": v.contiguous() for k, v in raw.state_dict().items()}
+    save_file(tensors, str(tmp_path / "4x-community-HAT.safetensors"))
+    loaded = sr.load_model(tmp_path / "4x-community-HAT.safetensors")
+    assert loaded.params == expected_params(config) and loaded.params["embed_dim"] == 192
+    x = torch.rand(1, 3, 21, 18, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert (loaded.model(x) - ema(x)).abs().max().item() < 1e-5

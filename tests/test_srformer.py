@@ -404,3 +404,23 @@ def test_option_file_describes_the_official_network(path):
     assert options.path.pretrain_network_g == f"experiments/pretrained_models/SRFormer/{weights}"
     assert options.path.param_key_g == param_key
     assert {m.crop_border for m in options.val.metrics.values()} == {scale}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [case(4, 22, 24, [2], [2], "pixelshuffle", 48), case(4, 24, 24, [2], [4], "pixelshuffle", 48),
+     case(2, 16, 180, [1], [6], "pixelshuffledirect", 64), case(1, 16, 24, [2], [2], "", 64)],
+    ids=["img48-window22", "img48-window24", "light-embed180", "light-x1"],
+)
+def test_community_variants_match_official(oracle, tmp_path, params):
+    """What community trainers make of SRFormer: img_size 48 with window 22 (e.g. 4x-Nomos8kSCSRFormer) or 24
+    (traiNNer's and neosr's default), traiNNer's srformer_light with embed 180, 1x light models."""
+    reference = official(oracle, params)
+    loaded = sr.load_model(save(tmp_path, reference.state_dict(), key="params_ema"))
+    # The masks are stored at img_size rounded up to the window (48 → 66 at window 22): all the weights can
+    # tell, and all that matters (whether odd blocks shift).
+    window = params["window_size"]
+    assert loaded.params == dict(params, img_size=-(-params["img_size"] // window) * window)
+    x = image(3, params["in_chans"], 23, 31)
+    with torch.no_grad():
+        assert (loaded.model(x) - reference(x.clone())).abs().max().item() <= 1e-5
