@@ -83,3 +83,12 @@ def test_float_tiff_is_refused_with_the_reason(tmp_path):
     PILImage.fromarray(np.random.default_rng(1).random((8, 8)).astype(np.float32)).save(path)
     with pytest.raises(ImageError, match="32-bit floating-point samples are not supported"):
         read_image(path)
+
+
+def test_missing_demo_extra_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    for name in [m for m in sys.modules if m.startswith("webui.app")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["demo", "--port", "7999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sr: error: the demo needs gradio: pip install 'sr[demo]'"]
