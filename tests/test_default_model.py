@@ -55,6 +55,6 @@ def test_readme_first_command_needs_nothing_beside_the_repository(tmp_path):
         [sys.executable, "-m", "sr", *command], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr
-    assert "upscaled 1 of 1 image(s) x4 with PAN" in run.stdout
+    assert "upscaled 1 of 1 file(s) x4 with PAN" in run.stdout
     out = read_image(tmp_path / command[command.index("-o") + 1])
     assert out.pixels.shape == (512, 512, 3)

@@ -53,15 +53,15 @@ def test_folder_run_lists_what_it_skipped(folder, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["a_x4.png", "b_x4.jpg"]
     notes = [line for line in captured.err.splitlines() if line.startswith("sr: note:")]
     assert notes == [
-        "sr: note: skipped 5 non-image file(s) in the folders and globs given "
+        "sr: note: skipped 5 file(s) that are neither images nor videos "
         "(.gif 2, (no extension) 1, .svg 1, .txt 1)"
     ]
     # a glob too; a pattern that matches only non-images is an error naming it
     assert main(["upscale", str(folder / "*"), "-o", str(tmp_path / "out2")]) == 0
-    assert "skipped 5 non-image file(s)" in capsys.readouterr().err
+    assert "skipped 5 file(s) that are neither" in capsys.readouterr().err
     assert main(["upscale", str(folder / "*.gif"), "-o", str(tmp_path / "out3")]) == 1
     err = capsys.readouterr().err
-    assert f"{folder / '*.gif'}: matches no images" in err and "skipped 2 non-image file(s)" in err
+    assert f"{folder / '*.gif'}: matches no images or videos" in err and "skipped 2 file(s)" in err
 
 
 @pytest.mark.parametrize("suffix, kind", [(".png", "frames"), (".webp", "frames"), (".tif", "pages")])

@@ -81,7 +81,7 @@ def test_restore_batch_keeps_modes_and_reports_bad_files(tmp_path, images, capsy
     ]
     errors = [line for line in captured.err.splitlines() if line.startswith("sr: error:")]
     assert len(errors) == 1 and "broken.jpg" in errors[0]
-    assert "restored 4 of 5 image(s) with SwinIR" in captured.out
+    assert "restored 4 of 5 file(s) with SwinIR" in captured.out
     gray = read_image(out / "gray_restored.png")
     assert gray.pixels.shape == (20, 30, 1)
     rgba, source = read_image(out / "rgba_restored.png"), read_image(images / "rgba.png")

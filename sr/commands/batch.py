@@ -41,6 +41,22 @@ def add_output_arguments(parser: argparse.ArgumentParser, suffix: str, suffix_he
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    from sr.video import CODECS
+
+    group = parser.add_argument_group(
+        "videos (.mp4 .mkv .mov .avi .webm .m4v; needs PyAV: pip install 'sr[video]')"
+    )
+    group.add_argument("--codec", choices=tuple(CODECS), default="h264", help="video codec (default: h264)")
+    group.add_argument(
+        "--crf", type=int, help="quality for h264/h265/vp9, lower is better (default: the codec's)"
+    )
+    group.add_argument("--pix-fmt", help="output pixel format, e.g. yuv444p (default: the input's)")
+    group.add_argument(
+        "--resume", action="store_true", help="continue an interrupted video from its last finished segment"
+    )
+
+
 def check_output_arguments(args: argparse.Namespace) -> str | None:
     """A one-line problem with the output arguments, or None."""
     if args.output and len(args.inputs) > 1 and Path(args.output).suffix and not Path(args.output).is_dir():
@@ -67,27 +83,31 @@ class Inputs:
         kinds = ", ".join(
             f"{ext} {n}" for ext, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         )
-        return f"skipped {len(self.skipped)} non-image file(s) in the folders and globs given ({kinds})"
+        return f"skipped {len(self.skipped)} file(s) that are neither images nor videos ({kinds})"
 
 
 def collect_inputs(patterns: list[str], recursive: bool) -> Inputs:
     """The images that files, folders and glob patterns name. Folders and globs leave out files that are
     not images by their extension (listed in `skipped`); a file named explicitly is always tried."""
     from sr.imageio import IMAGE_EXTENSIONS
+    from sr.video import VIDEO_EXTENSIONS
 
+    media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     inputs = Inputs([], [], [])
 
     def split(files) -> list[Path]:
         files = sorted(p for p in files if p.is_file() or p.is_symlink())
-        inputs.skipped.extend(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
-        return [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        inputs.skipped.extend(p for p in files if p.suffix.lower() not in media)
+        return [p for p in files if p.suffix.lower() in media]
 
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
             images = split(path.rglob("*") if recursive else path.glob("*"))
             if not images:
-                inputs.problems.append(f"{path}: folder holds no images" + ("" if recursive else " (try -r)"))
+                inputs.problems.append(
+                    f"{path}: folder holds no images or videos" + ("" if recursive else " (try -r)")
+                )
             inputs.found += [(p, path) for p in images]
         elif path.exists() or path.is_symlink():
             inputs.found.append((path, path.parent))
@@ -97,7 +117,7 @@ def collect_inputs(patterns: list[str], recursive: bool) -> Inputs:
             if not matched:
                 inputs.problems.append(f"{pattern}: no such file")
             elif not images:
-                inputs.problems.append(f"{pattern}: matches no images")
+                inputs.problems.append(f"{pattern}: matches no images or videos")
             inputs.found += [(p, p.parent) for p in images]
     return inputs
 
@@ -111,7 +131,7 @@ def plan_outputs(inputs: list[tuple[Path, Path]], output: str | None, fmt: str, 
         if single_file:
             jobs.append(Job(source, out))
             continue
-        ext = FORMATS.get(fmt, source.suffix.lower())
+        ext = source.suffix.lower() if _is_video(source) else FORMATS.get(fmt, source.suffix.lower())
         name = f"{source.stem}{suffix}{ext}"
         folder = (out / source.parent.relative_to(root)) if out is not None else source.parent
         jobs.append(Job(source, folder / name))
@@ -127,17 +147,18 @@ def process(
     finish: Callable = lambda image: image,
     failures: int = 0,
 ) -> tuple[int, int]:
-    """Run every job through the engine (then `finish`, e.g. the --outscale resize) and write its output.
+    """Run every job through the engine (then `finish`, e.g. the --outscale resize) and write its output:
+    images, and videos frame by frame (`sr.video`).
 
     Returns (done, failures); every failure has been reported on one line naming its file.
     """
     from tqdm import tqdm
 
-    from sr.imageio import ImageError, read_image, write_image
-    from sr.upscale import upscale_image
+    from sr.imageio import ImageError
+    from sr.video import VideoError
 
     done = 0
-    bar = tqdm(jobs, unit="img", desc=verb, disable=None, file=sys.stderr)
+    bar = tqdm(jobs, unit="file", desc=verb, disable=None, file=sys.stderr)
     for job in bar:
         bar.set_postfix_str(job.source.name)
         if job.target.exists() and not args.overwrite:
@@ -147,23 +168,14 @@ def process(
             failures += 1
             continue
         try:
-            image = read_image(job.source)
-            tiles = tqdm(total=0, unit="tile", desc="tiles", leave=False, disable=None, file=sys.stderr)
-
-            def report(current: int, total: int, tiles=tiles) -> None:
-                tiles.total = total
-                tiles.update(current - tiles.n)
-
-            result = upscale_image(
-                net, image, tile=args.tile, tile_overlap=args.tile_overlap, progress=report
-            )
-            tiles.close()
-            result = finish(result)
             job.target.parent.mkdir(parents=True, exist_ok=True)
-            write_image(job.target, result, quality=args.quality)
+            (_video if _is_video(job.source) else _image)(net, job, args, finish)
             done += 1
-        except ImageError as problem:
+        except (ImageError, VideoError) as problem:
             tqdm.write(f"sr: error: {problem}", file=sys.stderr)
+            failures += 1
+        except ImportError as missing:  # PyAV, the video extra
+            tqdm.write(f"sr: error: {job.source}: {missing}", file=sys.stderr)
             failures += 1
         except (OSError, RuntimeError, ValueError) as problem:
             message = " ".join(str(problem).split())[:300]
@@ -171,6 +183,48 @@ def process(
             failures += 1
     bar.close()
     return done, failures
+
+
+def _is_video(path: Path) -> bool:
+    from sr.video import is_video
+
+    return is_video(path)
+
+
+def _image(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
+    from tqdm import tqdm
+
+    from sr.imageio import read_image, write_image
+    from sr.upscale import upscale_image
+
+    image = read_image(job.source)
+    with tqdm(total=0, unit="tile", desc="tiles", leave=False, disable=None, file=sys.stderr) as tiles:
+
+        def report(current: int, total: int) -> None:
+            tiles.total = total
+            tiles.update(current - tiles.n)
+
+        result = upscale_image(net, image, tile=args.tile, tile_overlap=args.tile_overlap, progress=report)
+    write_image(job.target, finish(result), quality=args.quality)
+
+
+def _video(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
+    from tqdm import tqdm
+
+    from sr.upscale import upscale_image
+    from sr.video import VideoSettings, process_video
+
+    settings = VideoSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume)
+    with tqdm(unit="frame", desc=job.source.name, leave=False, disable=None, file=sys.stderr) as frames:
+
+        def report(count: int, total: int | None) -> None:
+            frames.total = total
+            frames.update(count - frames.n)
+
+        def transform(image):
+            return finish(upscale_image(net, image, tile=args.tile, tile_overlap=args.tile_overlap))
+
+        process_video(job.source, job.target, transform, settings, progress=report)
 
 
 @dataclass
@@ -208,7 +262,7 @@ def run_batch(args: argparse.Namespace, load: Callable, prepare: Callable, *, ve
     elapsed = time.perf_counter() - start
     where = args.output or "beside the inputs"
     print(
-        f"{verb}d {done} of {done + failures} image(s){plan.detail} with {net.family} in {elapsed:.1f} s"
+        f"{verb}d {done} of {done + failures} file(s){plan.detail} with {net.family} in {elapsed:.1f} s"
         f" -> {where}" + (f"; {failures} failed" if failures else "")
     )
     _note(inputs.skipped_line())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from sr.commands.batch import Plan, add_output_arguments, run_batch
+from sr.commands.batch import Plan, add_output_arguments, add_video_arguments, run_batch
 from sr.commands.common import (
     add_backend_arguments,
     add_model_arguments,
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(
         parser, "", "added to output names (default: _denoised or _dejpeg for --task, else _restored)"
     )
+    add_video_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

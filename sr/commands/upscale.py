@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from sr.commands.batch import Plan, add_output_arguments, run_batch
+from sr.commands.batch import Plan, add_output_arguments, add_video_arguments, run_batch
 from sr.commands.common import (
     add_backend_arguments,
     add_model_arguments,
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(
         parser, "_x{scale}", "added to output names (default: _x{scale}; '' keeps the names)"
     )
+    add_video_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
