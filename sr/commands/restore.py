@@ -1,4 +1,4 @@
-"""Restore image files, folders or globs with a scale-1 model: denoising or JPEG artifact removal.
+"""Restore image and video files, folders or globs with a scale-1 model: denoising or JPEG artifact removal.
 
 `--task` picks the bundled model for the task (both colour and blind: any noise level up to 50, any JPEG
 quality from 10 up); `-m` takes any scale-1 model (a file, or a zoo name such as SwinIR-colorDN-s25). Batch
@@ -31,7 +31,9 @@ TASKS = {"denoise": "_denoised", "jpeg": "_dejpeg"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns"
+    )
     parser.add_argument(
         "--task", choices=tuple(TASKS), help="use the bundled model for this task (or give one with -m)"
     )

@@ -1,4 +1,4 @@
-"""Upscale image files, folders or globs with a super-resolution model.
+"""Upscale image and video files, folders or globs with a super-resolution model.
 
 Each file either gets a complete output or none: outputs are written atomically, a file that fails is
 reported on one line and the rest of the batch goes on; the exit code is 0 only if every file succeeded.
@@ -27,7 +27,9 @@ EXAMPLES = """examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns"
+    )
     add_model_arguments(parser, required=False)
     add_backend_arguments(parser)
     add_tiling_arguments(parser)
