@@ -86,6 +86,28 @@ def test_model_from_the_models_folder(client, lr_image, shared_dir, tmp_path):
     assert "PAN x2" in info
 
 
+def test_restore_equals_sr_restore(client, shared_dir, tmp_path):
+    clean = read_image(shared_dir / "data" / "benchmarks" / "Set5" / "HR" / "butterfly.png").pixels[:96, :120]
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape), 0, 1)
+    path = tmp_path / "noisy.png"
+    PILImage.fromarray(np.round(noisy * 255).astype(np.uint8)).save(path)
+    (before, after), png, info = client.predict(
+        handle_file(str(path)), "Denoise", "denoise", "auto", "PyTorch", api_name="/restore"
+    )
+    out = tmp_path / "cli.png"
+    assert sr_main(["restore", str(path), "-o", str(out), "--task", "denoise"]) == 0
+    result, expected = read_image(png).pixels, read_image(out).pixels
+    assert result.shape == expected.shape == (96, 120, 3)
+    assert np.abs(result - expected).max() <= 1 / 255
+    assert np.array_equal(read_image(before).pixels, read_image(path).pixels)  # before: the input itself
+    assert "120×96, denoise" in info and "RCAN colour" in info
+    # each task refuses the other kind of model, in one line
+    with pytest.raises(AppError, match="is a restoration model: choose the Denoise or Remove JPEG"):
+        upscale(client, path, model="denoise", scale=1)
+    with pytest.raises(AppError, match="default is a x4 super-resolution model: choose the Upscale task"):
+        client.predict(handle_file(str(path)), "Denoise", "default", "auto", "PyTorch", api_name="/restore")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -10,7 +10,9 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.helpers.demo_server import demo_server
@@ -88,3 +90,19 @@ def test_non_image_upload_shows_the_error(page: Page, url: str, tmp_path: Path, 
     upload_and_run(page, url, notes)
     expect(page.get_by_text(message)).to_be_visible(timeout=60_000)
     page.screenshot(path=str(tmp_path / "error.png"))
+
+def test_denoise_in_the_browser(page: Page, url: str, shared_dir: Path, tmp_path: Path):
+    noisy = tmp_path / "noisy.png"
+    butterfly = shared_dir / "data" / "benchmarks" / "Set5" / "HR" / "butterfly.png"
+    clean = PILImage.open(butterfly).crop((0, 0, 96, 80))
+    pixels = np.asarray(clean, dtype=np.float64) + np.random.default_rng(0).normal(0, 20, (80, 96, 3))
+    PILImage.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).save(noisy)
+    page.goto(url)
+    page.get_by_label("Denoise").check()
+    expect(page.locator("#restore")).to_be_visible(timeout=60_000)
+    expect(page.locator("#upscale")).to_be_hidden()
+    page.locator("#input input[type=file]").set_input_files(str(noisy))
+    page.locator("#restore").click()
+    expect(page.locator("#info")).to_contain_text("96×80, denoise", timeout=120_000)
+    link = page.locator("#result a").first
+    expect(link).to_have_attribute("href", re.compile(r"noisy_denoise\.png$"))
