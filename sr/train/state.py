@@ -7,6 +7,7 @@ so a state file always has its weights; `latest()` finds the newest complete pai
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,12 @@ from sr.checkpoint import SETTINGS_KEY, read_state_dict
 
 def _tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _inference_form(model: nn.Module) -> nn.Module:
+    """The network as its weights file holds it: re-parameterisable networks trained with their branches
+    (`merged` False, e.g. CFSR) as a merged copy (their `merge()`), any other network as it is."""
+    return copy.deepcopy(model).merge() if getattr(model, "merged", True) is False else model
 
 
 def weights_path(root: Path, iteration: int) -> Path:
@@ -44,9 +51,12 @@ def save(
     `settings` (what the weights cannot tell: scale, img_range, ...) goes into the weights' metadata, read
     back by `sr.checkpoint.read_settings`.
     """
-    tensors = _tensors(model, "params")
+    deployed = _inference_form(model)
+    tensors = _tensors(deployed, "params")
     if ema is not None:
-        tensors |= _tensors(ema, "params_ema")
+        tensors |= _tensors(_inference_form(ema), "params_ema")
+    if deployed is not model:  # the state keeps the training form too, for exact resumption
+        state = {**state, "params": model.state_dict(), "params_ema": ema.state_dict() if ema else None}
     weights = weights_path(root, iteration)
     metadata = {"iteration": str(iteration)}
     if settings:
@@ -67,11 +77,13 @@ def latest(root: Path) -> int | None:
 
 def load(root: Path, iteration: int) -> tuple[dict, dict | None, dict]:
     """(params, params_ema or None, training state) saved at `iteration`."""
+    state = torch.load(state_path(root, iteration), map_location="cpu", weights_only=True)
+    if "params" in state:  # a re-parameterisable network's training form (see `save`)
+        return state.pop("params"), state.pop("params_ema"), state
     weights = weights_path(root, iteration)
     params = read_state_dict(weights, "params")
     try:
         ema = read_state_dict(weights, "params_ema")
     except ValueError:
         ema = None
-    state = torch.load(state_path(root, iteration), map_location="cpu", weights_only=True)
     return params, ema, state
