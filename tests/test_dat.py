@@ -156,7 +156,9 @@ def test_light_preset_matches_spandrel_build(official):
 
 
 def other_families(official) -> dict[str, dict]:
-    """State dicts of tiny SwinIR, HAT, RGT (spandrel), SRFormer (spandrel_extra_arches), RCAN, HAN, PAN."""
+    """State dicts of tiny SwinIR, HAT, RGT, DRCT (spandrel), SRFormer (spandrel_extra_arches), RCAN, HAN,
+    PAN."""
+    from spandrel.architectures.DRCT import DRCT
     from spandrel.architectures.HAT import HAT
     from spandrel.architectures.RGT import RGT
     from spandrel.architectures.SwinIR import SwinIR
@@ -167,6 +169,8 @@ def other_families(official) -> dict[str, dict]:
         "HAT": HAT(embed_dim=24, depths=[1], num_heads=[2], window_size=4, compress_ratio=2, squeeze_factor=4,
                    upscale=2, upsampler="pixelshuffle"),
         "RGT": RGT(embed_dim=16, depth=[2], num_heads=[2], split_size=[4, 4], upscale=2),
+        "DRCT": DRCT(embed_dim=12, depths=[1], num_heads=[2], window_size=4, gc=4, img_size=16, upscale=2,
+                     upsampler="pixelshuffle"),
         "RCAN": RCAN(n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4, scale=2),
         "HAN": HAN(n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4, scale=2),
         "PAN": PAN(scale=2),

@@ -199,6 +199,7 @@ def foreign_state_dicts(spandrel) -> dict[str, dict]:
     found = {
         "SwinIR": spandrel.architectures.SwinIR.SwinIR(depths=[2], window_size=4, **common).state_dict(),
         "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
+        "DRCT": spandrel.architectures.DRCT.DRCT(depths=[2], window_size=4, gc=4, **common).state_dict(),
         "RCAN": RCAN(n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4, scale=2).state_dict(),
         "PAN": PAN(nb=1, scale=2).state_dict(),
     }

@@ -19,13 +19,16 @@ from sr.onnx.runtime import OrtModule, session
 # Shrink a preset to test size, keeping what distinguishes it (upsampler, windows, ratios, connections).
 SMALL = {
     "PAN": {"nb": 2},
+    "A2N": {"nb": 2},
     "RCAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
     "HAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
     "SwinIR": {"depths": [2, 2], "num_heads": [2, 2], "embed_dim": 24},
     "HAT": {"depths": [2], "num_heads": [2], "embed_dim": 60},
+    "DRCT": {"num_heads": [2], "embed_dim": 12, "gc": 4},
     "SRFormer": {"depths": [2], "num_heads": [2], "embed_dim": 24},
     "DAT": {"depth": [2, 2], "num_heads": [4, 4], "embed_dim": 48},
     "CAMixerSR": {"n_block": [1, 1], "n_group": 2, "n_feats": 16},
+    "CFSR": {"embed_dim": 16, "depths": [1, 1], "dw_size": 5},
 }
 CASES = [(f.name, preset) for f in archs.FAMILIES for preset in f.presets]
 

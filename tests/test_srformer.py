@@ -280,7 +280,7 @@ def test_released_layout_is_detected_with_its_settings():
 
 
 def foreign_state_dicts() -> dict[str, dict]:
-    """Small HAT, SwinIR and DAT from spandrel (their keys overlap ours), RCAN, HAN and PAN."""
+    """Small HAT, SwinIR, DAT and DRCT from spandrel (their keys overlap ours), RCAN, HAN and PAN."""
     spandrel = pytest.importorskip("spandrel")
     torch.manual_seed(0)
     common = {"img_size": 16, "embed_dim": 12, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
@@ -291,6 +291,7 @@ def foreign_state_dicts() -> dict[str, dict]:
         ).state_dict(),
         "SwinIR": spandrel.architectures.SwinIR.SwinIR(depths=[2], window_size=4, **common).state_dict(),
         "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
+        "DRCT": spandrel.architectures.DRCT.DRCT(depths=[2], window_size=4, gc=4, **common).state_dict(),
         "RCAN": RCAN(**small).state_dict(),
         "HAN": HAN(**small).state_dict(),
         "PAN": PAN(nb=1, scale=2).state_dict(),

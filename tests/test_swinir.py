@@ -250,13 +250,15 @@ def test_presets_build_with_the_published_sizes(spandrel, monkeypatch):
 
 
 def foreign_state_dicts(spandrel) -> dict[str, dict]:
-    """Small HAT, DAT and SRFormer: their keys overlap SwinIR's (conv_first, layers.N..., norm, upsample)."""
+    """Small HAT, DAT, DRCT and SRFormer: their keys overlap SwinIR's (conv_first, layers.N..., norm,
+    upsample)."""
     torch.manual_seed(0)
     common = {"img_size": 16, "embed_dim": 16, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
     found = {
         "HAT": spandrel.architectures.HAT.HAT(depths=[2], window_size=4, compress_ratio=3, squeeze_factor=3,
                                               **common).state_dict(),
         "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
+        "DRCT": spandrel.architectures.DRCT.DRCT(depths=[2], window_size=4, gc=4, **common).state_dict(),
     }
     extra = pytest.importorskip("spandrel_extra_arches")
     srformer = extra.architectures.SRFormer.SRFormer

@@ -170,6 +170,7 @@ OFFICIAL_STYLE = [
     "SRFormer/train_SRFormer_light_SRx4_scratch.yml",
     "DAT/train_DAT_light_x4.yml",
     "CAMixerSR/train_CAMixerSR_x4.yml",
+    "CFSR/train_CFSR_x4.yml",
 ]
 
 

@@ -16,7 +16,9 @@ BUNDLED = {"train_PAN_x4_default", "train_RCAN_denoise_colour_blind", "train_RCA
 
 def test_every_family_has_train_options():
     families = {p.parent.name for p in TRAIN_OPTIONS}
-    assert families == {"PAN", "RCAN", "HAN", "SwinIR", "HAT", "SRFormer", "DAT", "CAMixerSR"}
+    assert families == {
+        "PAN", "RCAN", "HAN", "SwinIR", "HAT", "SRFormer", "DAT", "CAMixerSR", "DRCT", "CFSR", "A2N"
+    }
 
 
 @pytest.mark.parametrize("path", TRAIN_OPTIONS, ids=lambda p: p.stem)
