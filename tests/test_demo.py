@@ -103,7 +103,7 @@ def test_restore_equals_sr_restore(client, shared_dir, tmp_path):
     assert "120×96, denoise" in info and "RCAN colour" in info
     # each task refuses the other kind of model, in one line
     with pytest.raises(AppError, match="is a restoration model: choose the Denoise or Remove JPEG"):
-        upscale(client, path, model="denoise", scale=1)
+        upscale(client, path, model="denoise", scale=4)
     with pytest.raises(AppError, match="default is a x4 super-resolution model: choose the Upscale task"):
         client.predict(handle_file(str(path)), "Denoise", "default", "auto", "PyTorch", api_name="/restore")
 

@@ -104,10 +104,14 @@ class Upscaler:
         """The model list, scale choice and buttons for a task: its bundled model preselected."""
         models = list(self.models(TASKS.get(task, "sr")))
         upscaling = TASKS.get(task) == "sr"
-        scales = self.scales(models[0], backend) if upscaling and models else gr.Dropdown()
+        if upscaling and models:
+            scales = self.scales(models[0], backend)
+            outscale = gr.Dropdown(choices=scales.choices, value=scales.value, visible=True)
+        else:
+            outscale = gr.Dropdown(visible=upscaling)
         return (
             gr.Dropdown(choices=choices(models), value=models[0] if models else None),
-            gr.Dropdown(choices=scales.choices, value=scales.value, visible=upscaling),
+            outscale,
             gr.Button(visible=upscaling),
             gr.Button(visible=not upscaling),
         )
