@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.pan import PA
+from archs.pan import add_pa_reconstruction, pa_reconstruct
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
 RGB_RANGE = 255.0  # the range the official weights were trained on (EDSR-PyTorch's rgb_range)
@@ -98,28 +98,13 @@ class A2N(nn.Module):
         self.conv_first = nn.Conv2d(in_nc, nf, 3, padding=1)
         self.AAB_trunk = nn.Sequential(*(AAB(nf, reduction, non_attention_kernel) for _ in range(nb)))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
-        self.upconv1 = nn.Conv2d(nf, unf, 3, padding=1)
-        self.att1 = PA(unf)
-        self.HRconv1 = nn.Conv2d(unf, unf, 3, padding=1)
-        if scale == 4:
-            self.upconv2 = nn.Conv2d(unf, unf, 3, padding=1)
-            self.att2 = PA(unf)
-            self.HRconv2 = nn.Conv2d(unf, unf, 3, padding=1)
-        self.conv_last = nn.Conv2d(unf, out_nc, 3, padding=1)
+        add_pa_reconstruction(self, nf, unf, out_nc, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * RGB_RANGE
         fea = self.conv_first(x)
         fea = fea + self.trunk_conv(self.AAB_trunk(fea))
-        stages = [(self.upconv1, self.att1, self.HRconv1)]
-        if self.scale == 4:
-            stages.append((self.upconv2, self.att2, self.HRconv2))
-        step = 2 if self.scale == 4 else self.scale
-        for upconv, att, hrconv in stages:
-            fea = upconv(F.interpolate(fea, scale_factor=step, mode="nearest"))
-            fea = _lrelu(hrconv(_lrelu(att(fea))))
-        base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return (self.conv_last(fea) + base) / RGB_RANGE
+        return pa_reconstruct(self, fea, x) / RGB_RANGE
 
 
 # The AAB's own modules (ADM, both branches) on top of the PAN-style head and reconstruction.

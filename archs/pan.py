@@ -58,6 +58,33 @@ class SCPA(nn.Module):
         return self.conv3(torch.cat([a, b], dim=1)) + x
 
 
+def add_pa_reconstruction(net: nn.Module, nf: int, unf: int, out_nc: int, scale: int) -> None:
+    """PAN's reconstruction modules on `net` under the official key names (upconv1, att1, HRconv1, their x4
+    second stage, conv_last): nearest upsampling, pixel attention, and a conv to the image."""
+    net.upconv1 = nn.Conv2d(nf, unf, 3, padding=1)
+    net.att1 = PA(unf)
+    net.HRconv1 = nn.Conv2d(unf, unf, 3, padding=1)
+    if scale == 4:
+        net.upconv2 = nn.Conv2d(unf, unf, 3, padding=1)
+        net.att2 = PA(unf)
+        net.HRconv2 = nn.Conv2d(unf, unf, 3, padding=1)
+    net.conv_last = nn.Conv2d(unf, out_nc, 3, padding=1)
+
+
+def pa_reconstruct(net: nn.Module, fea: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The image from the trunk's features `fea` through `add_pa_reconstruction`'s modules, plus `x`
+    upsampled bilinearly (`net.scale` times)."""
+    stages = [(net.upconv1, net.att1, net.HRconv1)]
+    if net.scale == 4:
+        stages.append((net.upconv2, net.att2, net.HRconv2))
+    step = 2 if net.scale == 4 else net.scale
+    for upconv, att, hrconv in stages:
+        fea = upconv(F.interpolate(fea, scale_factor=step, mode="nearest"))
+        fea = _lrelu(hrconv(_lrelu(att(fea))))
+    base = F.interpolate(x, scale_factor=net.scale, mode="bilinear", align_corners=False)
+    return net.conv_last(fea) + base
+
+
 class PAN(nn.Module):
     """PAN with `nb` SCPA blocks of `nf` channels and a nearest-upsampling + PA reconstruction of `unf`."""
 
@@ -71,27 +98,12 @@ class PAN(nn.Module):
         self.conv_first = nn.Conv2d(in_nc, nf, 3, padding=1)
         self.SCPA_trunk = nn.Sequential(*(SCPA(nf) for _ in range(nb)))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
-        self.upconv1 = nn.Conv2d(nf, unf, 3, padding=1)
-        self.att1 = PA(unf)
-        self.HRconv1 = nn.Conv2d(unf, unf, 3, padding=1)
-        if scale == 4:
-            self.upconv2 = nn.Conv2d(unf, unf, 3, padding=1)
-            self.att2 = PA(unf)
-            self.HRconv2 = nn.Conv2d(unf, unf, 3, padding=1)
-        self.conv_last = nn.Conv2d(unf, out_nc, 3, padding=1)
+        add_pa_reconstruction(self, nf, unf, out_nc, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.conv_first(x)
         fea = fea + self.trunk_conv(self.SCPA_trunk(fea))
-        stages = [(self.upconv1, self.att1, self.HRconv1)]
-        if self.scale == 4:
-            stages.append((self.upconv2, self.att2, self.HRconv2))
-        step = 2 if self.scale == 4 else self.scale
-        for upconv, att, hrconv in stages:
-            fea = upconv(F.interpolate(fea, scale_factor=step, mode="nearest"))
-            fea = _lrelu(hrconv(_lrelu(att(fea))))
-        base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return self.conv_last(fea) + base
+        return pa_reconstruct(self, fea, x)
 
 
 def detect(state_dict: StateDict) -> bool:
