@@ -9,11 +9,20 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from archs.registry import MissingHyperParameter, StateDict, shape
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def reflect_pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad the bottom and right of (B, C, H, W) to multiples of `multiple`, as the official
+    `check_image_size` of the Swin-derived and unshuffling networks does."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (multiple - w % multiple) % multiple, 0, (multiple - h % multiple) % multiple),
+                 mode="reflect")
 
 
 def default_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:

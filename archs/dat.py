@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
+from archs.blocks import (
+    DIV2K_RGB_MEAN,
+    UpsampleOneStep,
+    Upsampler,
+    reflect_pad_to,
+    residual_conv,
+    upsampler_scale,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import (
     cyclic_shift,
@@ -297,7 +304,7 @@ class DAT(nn.Module):
         h, w = x.shape[2], x.shape[3]
         k = self.unshuffle
         if k > 1:
-            x = F.pad(x, (0, (k - w % k) % k, 0, (k - h % k) % k), mode="reflect")
+            x = reflect_pad_to(x, k)
         x = (x - self.mean) * self.img_range
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DIV2K_RGB_MEAN, Upsampler, upsampler_scale
+from archs.blocks import DIV2K_RGB_MEAN, Upsampler, reflect_pad_to, upsampler_scale
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
-from archs.swinir import PatchEmbed, SwinTransformerBlock, to_map
+from archs.swinir import PatchEmbed, SwinTransformerBlock, run_groups
 
 BLOCKS = 5  # Swin blocks per residual dense group, fixed in the official code
 GROWTH_SCALE = 0.2  # weight of the group's output on its residual path, fixed in the official code
@@ -140,17 +140,12 @@ class DRCT(nn.Module):
         self.conv_last = nn.Conv2d(NUM_FEAT, in_chans, 3, 1, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) → (B, C, H, W) through the groups; H and W multiples of the window."""
-        x_size = (x.shape[2], x.shape[3])
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            tokens = layer(tokens, x_size)
-        return to_map(self.norm(tokens), x_size)
+        return run_groups(x, self.patch_embed, self.layers, self.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]
         ws = self.window_size
-        x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
+        x = reflect_pad_to(x, ws)
         x = (x - self.mean) * self.img_range
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DIV2K_RGB_MEAN, Mlp, PooledChannelAttention, Upsampler, upsampler_scale
+from archs.blocks import (
+    DIV2K_RGB_MEAN,
+    Mlp,
+    PooledChannelAttention,
+    Upsampler,
+    reflect_pad_to,
+    upsampler_scale,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import (
     cyclic_shift,
@@ -247,7 +254,7 @@ class HAT(nn.Module):
         h, w = x.shape[2:]
         x = (x - self.mean) * self.img_range
         ws = self.window_size
-        x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
+        x = reflect_pad_to(x, ws)
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
         x = self.conv_last(self.upsample(self.conv_before_upsample(x)))

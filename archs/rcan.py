@@ -11,10 +11,17 @@ import math
 import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DIV2K_RGB_MEAN, ChannelAttention, MeanShift, Upsampler, default_conv, upsampler_scale
+from archs.blocks import (
+    DIV2K_RGB_MEAN,
+    ChannelAttention,
+    MeanShift,
+    Upsampler,
+    default_conv,
+    reflect_pad_to,
+    upsampler_scale,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
 
@@ -77,7 +84,7 @@ class RCAN(nn.Module):
         h, w = x.shape[2], x.shape[3]
         if self.unshuffle > 1:
             k = self.unshuffle
-            x = F.pad(x, (0, (k - w % k) % k, 0, (k - h % k) % k), mode="reflect")
+            x = reflect_pad_to(x, k)
         x = x * self.rgb_range
         if hasattr(self, "sub_mean"):
             x = self.sub_mean(x)

@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import kernels
-from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
+from archs.blocks import (
+    DIV2K_RGB_MEAN,
+    UpsampleOneStep,
+    Upsampler,
+    reflect_pad_to,
+    residual_conv,
+    upsampler_scale,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import (
     aligned_relative_position_index,
@@ -309,7 +316,7 @@ class SRFormer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[2], x.shape[3]
         ws = self.window_size
-        x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
+        x = reflect_pad_to(x, ws)
         mean = self.mean.to(x.dtype)
         normalised = (x - mean) * self.img_range
         x = self.conv_first(normalised)

@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from archs.blocks import DIV2K_RGB_MEAN, Mlp, UpsampleOneStep, Upsampler, residual_conv, upsampler_scale
+from archs.blocks import (
+    DIV2K_RGB_MEAN,
+    Mlp,
+    UpsampleOneStep,
+    Upsampler,
+    reflect_pad_to,
+    residual_conv,
+    upsampler_scale,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")  # "": scale 1, restoration
@@ -106,6 +114,18 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
 def to_map(x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
     """(B, H·W, C) → (B, C, H, W)."""
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], x_size[0], x_size[1])
+
+
+def run_groups(
+    x: torch.Tensor, patch_embed: nn.Module, layers: nn.ModuleList, norm: nn.Module
+) -> torch.Tensor:
+    """The deep-feature path of SwinIR and DRCT: (B, C, H, W) → tokens → each residual group (given the map
+    size) → LayerNorm → (B, C, H, W); H and W multiples of the window."""
+    x_size = (x.shape[2], x.shape[3])
+    tokens = patch_embed(x)
+    for layer in layers:
+        tokens = layer(tokens, x_size)
+    return to_map(norm(tokens), x_size)
 
 
 class RSTB(nn.Module):
@@ -197,11 +217,7 @@ class SwinIR(nn.Module):
             self.conv_last = nn.Conv2d(NUM_FEAT, in_chans, 3, 1, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x_size = (x.shape[2], x.shape[3])
-        tokens = self.patch_embed(x)
-        for layer in self.layers:
-            tokens = layer(tokens, x_size)
-        return to_map(self.norm(tokens), x_size)
+        return run_groups(x, self.patch_embed, self.layers, self.norm)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Deep features plus the shallow skip (B, embed, H, W) → the (B, C, sH, sW) image, mean removed."""
@@ -218,7 +234,7 @@ class SwinIR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]
         ws = self.window_size * self.unshuffle  # windows of the unshuffled map
-        x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
+        x = reflect_pad_to(x, ws)
         x = (x - self.mean) * self.img_range
         if self.unshuffle > 1:
             x = F.pixel_unshuffle(x, self.unshuffle)

@@ -22,6 +22,7 @@ from sr.checkpoint import read_state_dict
 from sr.evaluate import dataset_dirs, evaluate_set, find_pairs
 from sr.loading import load_configured_model, network_params
 from sr.options import load_test_options, load_train_options
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles import cfsr_reference as reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,28 +186,13 @@ def test_both_forms_load_strictly_by_path(tmp_path):
         assert (a.model(x) - b.model(x)).abs().max().item() < 1e-5
 
 
-def other_families() -> dict[str, dict]:
-    """Every other family's presets, built on the meta device (keys and shapes only)."""
-    found = {}
-    for family in archs.FAMILIES:
-        if family is cfsr.FAMILY:
-            continue
-        for name, preset in family.presets.items():
-            preset = dict(preset, scale=1 if preset.get("upsampler") == "" else 4)
-            with torch.device("meta"):
-                found[f"{family.name}/{name}"] = family.build(**preset).state_dict()
-    return found
-
-
 def test_detection_is_exclusive(shared_dir):
     official = read_state_dict(shared_dir / "weights" / "CFSR" / WEIGHTS[4])
     unmerged = random_weights(9, **CASES[0])
     for state_dict in (official, unmerged, built(unmerged).merge().state_dict()):
         assert [f.name for f in archs.FAMILIES if f.detect(state_dict)] == ["CFSR"]
         assert archs.detect_family(state_dict) is cfsr.FAMILY
-    others = other_families()
-    assert len(others) >= len(archs.FAMILIES) - 1
-    for name, state_dict in others.items():
+    for name, state_dict in foreign_state_dicts("CFSR").items():
         assert not cfsr.detect(state_dict), name
     headless = {k: v for k, v in official.items() if not k.startswith("upsample.")}
     assert not cfsr.detect(headless)

@@ -16,10 +16,8 @@ import archs
 import sr
 from archs import MissingHyperParameter, dat
 from archs.dat import DAT, SpatialBranch, is_shifted
-from archs.han import HAN
-from archs.pan import PAN
-from archs.rcan import RCAN
 from kernels import shift_window_mask
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
 
 # Small configs covering split sizes (square and 1:2, 1:4), embed dims, one-block groups, heads, expansion,
@@ -155,42 +153,12 @@ def test_light_preset_matches_spandrel_build(official):
                                                                      **preset, "scale": 4}
 
 
-def other_families(official) -> dict[str, dict]:
-    """State dicts of tiny SwinIR, HAT, RGT, DRCT (spandrel), SRFormer (spandrel_extra_arches), RCAN, HAN,
-    PAN."""
-    from spandrel.architectures.DRCT import DRCT
-    from spandrel.architectures.HAT import HAT
-    from spandrel.architectures.RGT import RGT
-    from spandrel.architectures.SwinIR import SwinIR
-
-    others = {
-        "SwinIR": SwinIR(embed_dim=12, depths=[1], num_heads=[2], window_size=4, upscale=2,
-                         upsampler="pixelshuffle"),
-        "HAT": HAT(embed_dim=24, depths=[1], num_heads=[2], window_size=4, compress_ratio=2, squeeze_factor=4,
-                   upscale=2, upsampler="pixelshuffle"),
-        "RGT": RGT(embed_dim=16, depth=[2], num_heads=[2], split_size=[4, 4], upscale=2),
-        "DRCT": DRCT(embed_dim=12, depths=[1], num_heads=[2], window_size=4, gc=4, img_size=16, upscale=2,
-                     upsampler="pixelshuffle"),
-        "RCAN": RCAN(n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4, scale=2),
-        "HAN": HAN(n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4, scale=2),
-        "PAN": PAN(scale=2),
-    }
-    try:
-        from spandrel_extra_arches.architectures.SRFormer import SRFormer
-    except ImportError:
-        pass
-    else:
-        others["SRFormer"] = SRFormer(embed_dim=12, depths=[1], num_heads=[2], window_size=4, upscale=2,
-                                      upsampler="pixelshuffle")
-    return {name: model.state_dict() for name, model in others.items()}
-
-
 def test_detection(official):
     for config in CASES[:2]:
         state_dict = official_model(official, config).state_dict()
         assert [f.name for f in archs.FAMILIES if f.detect(state_dict)] == ["DAT"]
         assert archs.detect_family(state_dict).name == "DAT"
-    for name, state_dict in other_families(official).items():
+    for name, state_dict in foreign_state_dicts("DAT").items():
         assert not dat.detect(state_dict), name
 
 

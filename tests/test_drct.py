@@ -22,6 +22,8 @@ from archs import MissingHyperParameter, drct
 from archs.drct import DRCT
 from sr.loading import ModelLoadError, network_params
 from sr.options import load_test_options, load_train_options
+from tests.helpers.attention import backends_agree, trace_attention
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,39 +201,12 @@ def test_preset_weights_are_inferred_back():
         assert params["scale"] == 3
 
 
-def foreign_state_dicts(spandrel) -> dict[str, dict]:
-    """Official-layout SwinIR, HAT and DAT (spandrel) and SRFormer (spandrel_extra_arches), buffers included:
-    they share conv_first, layers.N, norm and the upsampler with DRCT."""
-    torch.manual_seed(0)
-    common = {"img_size": 16, "embed_dim": 12, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
-    found = {
-        "SwinIR": spandrel.architectures.SwinIR.SwinIR(depths=[2], window_size=4, **common).state_dict(),
-        "HAT": spandrel.architectures.HAT.HAT(
-            depths=[2], window_size=4, compress_ratio=3, squeeze_factor=3, **common
-        ).state_dict(),
-        "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
-    }
-    extra = pytest.importorskip("spandrel_extra_arches")
-    found["SRFormer"] = extra.architectures.SRFormer.SRFormer(
-        depths=[2], window_size=4, **common
-    ).state_dict()
-    return found
-
-
 def test_detection_is_ours_alone(spandrel):
     for params in CASES:
         for state_dict in (official(spandrel, params).state_dict(), DRCT(**params).state_dict()):
             assert [family.name for family in archs.FAMILIES if family.detect(state_dict)] == ["DRCT"]
-    for name, state_dict in foreign_state_dicts(spandrel).items():
+    for name, state_dict in foreign_state_dicts("DRCT").items():
         assert not drct.detect(state_dict), name
-        assert archs.detect_family(state_dict).name == name
-    for family in archs.FAMILIES:  # every preset of every other family, as its own code keys it
-        for preset, settings in family.presets.items():
-            if family is not drct.FAMILY:
-                restoration = {"scale": 1} if settings.get("upsampler") == "" else {}  # SwinIR dn/car
-                with torch.device("meta"):
-                    state_dict = family.build(**settings, **restoration).state_dict()
-                assert not drct.detect(state_dict), (family.name, preset)
 
 
 def test_weights_that_cannot_tell_a_setting_are_clear_errors(spandrel, tmp_path):
@@ -288,31 +263,12 @@ def test_all_attention_goes_through_kernels(monkeypatch):
         for name, p in model.named_parameters():
             if "relative_position_bias_table" in name:
                 p.normal_(0, 0.5)
-    calls = []
-    real = kernels.window_attention
-
-    def counting(q, k, v, *, bias, mask, **kwargs):
-        calls.append((q.shape[1], q.shape[2], q.shape[3], mask is not None))
-        return real(q, k, v, bias=bias, mask=mask, **kwargs)
-
-    monkeypatch.setattr(kernels, "window_attention", counting)
     x = image(4, h=9, w=14, batch=1)  # padded to 16×16: 4 windows of 64 tokens
-    outputs = {}
-    for backend in ("reference", "sdpa"):
-        monkeypatch.setenv(kernels.ENV_VAR, backend)
-        calls.clear()
-        with torch.no_grad():
-            outputs[backend] = model(x)
-        # (heads, tokens, head dim, shifted) per block: widths 24, 32, 40, 48, 56 with 6, 4, 2, 6, 4 heads
-        group = [
-            (6, 64, 4, False),
-            (4, 64, 8, True),
-            (2, 64, 20, False),
-            (6, 64, 8, True),
-            (4, 64, 14, False),
-        ]
-        assert calls == group * len(params["num_heads"])
-    assert (outputs["reference"] - outputs["sdpa"]).abs().max().item() <= 1e-5
+    calls, outputs = trace_attention(monkeypatch, kernels, model, x)
+    # (heads, tokens, head dim, shifted) per block: widths 24, 32, 40, 48, 56 with 6, 4, 2, 6, 4 heads
+    group = [(6, 64, 4, False), (4, 64, 8, True), (2, 64, 20, False), (6, 64, 8, True), (4, 64, 14, False)]
+    assert [(*c.q[1:], c.mask is not None) for c in calls] == group * len(params["num_heads"])
+    assert backends_agree(outputs)
 
 
 def test_bfloat16_autocast_runs():

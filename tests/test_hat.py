@@ -14,10 +14,9 @@ import archs
 import sr
 from archs import MissingHyperParameter, hat
 from archs.hat import HAT
-from archs.pan import PAN
-from archs.rcan import RCAN
-from kernels import ENV_VAR
 from sr.options import load_test_options
+from tests.helpers.attention import backends_agree, trace_attention
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
 
 # Parameter counts of our builds, equal to spandrel's builds of the same configs (checked once on CPU: a
@@ -161,25 +160,12 @@ def test_preset_weights_are_inferred_back():
 def test_attention_runs_through_kernels(monkeypatch):
     model = HAT(scale=2, embed_dim=12, depths=(2, 1), num_heads=(2, 3), window_size=4, squeeze_factor=3)
     model.eval()
-    x = torch.rand(1, 3, 10, 13)
-    calls = []
-    real = hat.window_attention
-
-    def counting(q, k, v, **kwargs):
-        calls.append((q.shape[2], k.shape[2], kwargs.get("mask") is not None))
-        return real(q, k, v, **kwargs)
-
-    monkeypatch.setattr(hat, "window_attention", counting)
-    outputs = {}
-    for backend in ("reference", "sdpa"):
-        monkeypatch.setenv(ENV_VAR, backend)
-        calls.clear()
-        with torch.no_grad():
-            outputs[backend] = model(x)
-        # 3 HABs (the second shifted, with a mask) and 2 OCABs (16 queries, 36 overlapping keys)
-        assert sorted(calls) == sorted([(16, 16, False), (16, 16, True), (16, 16, False),
-                                        (16, 36, False), (16, 36, False)])
-    assert (outputs["reference"] - outputs["sdpa"]).abs().max().item() < 1e-5
+    calls, outputs = trace_attention(monkeypatch, hat, model, torch.rand(1, 3, 10, 13))
+    # 3 HABs (the second shifted, with a mask) and 2 OCABs (16 queries, 36 overlapping keys)
+    assert sorted((c.q[2], c.k[2], c.mask is not None) for c in calls) == sorted(
+        [(16, 16, False), (16, 16, True), (16, 16, False), (16, 36, False), (16, 36, False)]
+    )
+    assert backends_agree(outputs)
 
 
 def test_bfloat16_autocast_runs():
@@ -193,27 +179,11 @@ def test_bfloat16_autocast_runs():
     assert torch.isfinite(half).all() and (half - full).abs().max().item() < 0.1
 
 
-def foreign_state_dicts(spandrel) -> dict[str, dict]:
-    torch.manual_seed(0)
-    common = {"img_size": 16, "embed_dim": 12, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
-    found = {
-        "SwinIR": spandrel.architectures.SwinIR.SwinIR(depths=[2], window_size=4, **common).state_dict(),
-        "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
-        "DRCT": spandrel.architectures.DRCT.DRCT(depths=[2], window_size=4, gc=4, **common).state_dict(),
-        "RCAN": RCAN(n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4, scale=2).state_dict(),
-        "PAN": PAN(nb=1, scale=2).state_dict(),
-    }
-    extra = pytest.importorskip("spandrel_extra_arches")
-    srformer = extra.architectures.SRFormer.SRFormer
-    found["SRFormer"] = srformer(depths=[2], window_size=4, **common).state_dict()
-    return found
-
-
 def test_detection(spandrel):
     state_dict = official(spandrel, 0, **CASES[0]).state_dict()
     assert hat.detect(state_dict) and archs.detect_family(state_dict).name == "HAT"
     assert [family.name for family in archs.FAMILIES if family.detect(state_dict)] == ["HAT"]
-    for name, foreign in foreign_state_dicts(spandrel).items():
+    for name, foreign in foreign_state_dicts("HAT").items():
         assert not hat.detect(foreign), name
 
 

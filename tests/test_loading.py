@@ -10,6 +10,7 @@ import archs
 import sr
 from sr import zoo
 from sr.loading import ModelLoadError, load_configured_model, scale_from_filename
+from tests.helpers.foreign import official_state_dicts, preset_state_dicts
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,14 @@ def test_basicsr_style_missing_path_falls_back_to_the_zoo(pan_weights, tmp_path,
     monkeypatch.setenv("SR_MODELS_DIR", str(pan_weights))
     net = sr.load_model(tmp_path / "experiments" / "pretrained_models" / "PANx3_DF2K.pth")
     assert (net.family, net.scale) == ("PAN", 3)
+
+
+def test_detection_tells_every_family_apart():
+    """Every preset of every family, and the official code's own models of the Swin-derived families, are
+    detected as their family and by no other (RGT, which we do not have, by none)."""
+    cases = {label: (family, sd) for label, (family, sd) in preset_state_dicts().items()}
+    cases.update((f"{name} (official)", (name, sd)) for name, sd in official_state_dicts().items())
+    assert {family for family, _ in cases.values()} >= {f.name for f in archs.FAMILIES}
+    for label, (family, state_dict) in cases.items():
+        found = [f.name for f in archs.FAMILIES if f.detect(state_dict)]
+        assert found == ([] if family == "RGT" else [family]), label

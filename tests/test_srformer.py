@@ -18,13 +18,12 @@ import archs
 import kernels
 import sr
 from archs import MissingHyperParameter, srformer
-from archs.han import HAN
-from archs.pan import PAN
-from archs.rcan import RCAN
 from archs.srformer import SRFormer
 from kernels import permuted_shift_window_mask
 from sr.loading import ModelLoadError
 from sr.options import load_test_options
+from tests.helpers.attention import backends_agree, trace_attention
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
 
 BASE = {"in_chans": 3, "mlp_ratio": 2.0, "qkv_bias": True, "patch_norm": True, "resi_connection": "1conv"}
@@ -279,32 +278,11 @@ def test_released_layout_is_detected_with_its_settings():
     assert archs.detect_family(state_dict).name == "SRFormer"
 
 
-def foreign_state_dicts() -> dict[str, dict]:
-    """Small HAT, SwinIR, DAT and DRCT from spandrel (their keys overlap ours), RCAN, HAN and PAN."""
-    spandrel = pytest.importorskip("spandrel")
-    torch.manual_seed(0)
-    common = {"img_size": 16, "embed_dim": 12, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
-    small = {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4, "scale": 2}
-    return {
-        "HAT": spandrel.architectures.HAT.HAT(
-            depths=[2], window_size=4, compress_ratio=3, squeeze_factor=3, **common
-        ).state_dict(),
-        "SwinIR": spandrel.architectures.SwinIR.SwinIR(depths=[2], window_size=4, **common).state_dict(),
-        "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
-        "DRCT": spandrel.architectures.DRCT.DRCT(depths=[2], window_size=4, gc=4, **common).state_dict(),
-        "RCAN": RCAN(**small).state_dict(),
-        "HAN": HAN(**small).state_dict(),
-        "PAN": PAN(nb=1, scale=2).state_dict(),
-    }
-
-
 def test_detection_is_ours_alone(oracle):
     ours = official(oracle, CASES[0]).state_dict()
     assert [family.name for family in archs.FAMILIES if family.detect(ours)] == ["SRFormer"]
-    for name, state_dict in foreign_state_dicts().items():
+    for name, state_dict in foreign_state_dicts("SRFormer").items():
         assert not srformer.detect(state_dict), name
-        if name in {family.name for family in archs.FAMILIES}:
-            assert archs.detect_family(state_dict).name == name
     # SRFormerV2 interleaves Swin blocks (attn.qkv) with PSA blocks: not this network
     v2 = dict(ours, **{"layers.0.residual_group.blocks.1.attn.qkv.weight": torch.zeros(48, 16)})
     assert not srformer.detect(v2)
@@ -345,27 +323,12 @@ def test_all_attention_goes_through_kernels(monkeypatch):
         for name, p in model.named_parameters():
             if "relative_position_bias_table" in name:
                 p.normal_(0, 0.5)
-    calls = []
-    real = kernels.window_attention
-
-    def counting(q, k, v, *, bias, mask, **kwargs):
-        calls.append((q.shape, k.shape, bias.shape, None if mask is None else mask.shape))
-        return real(q, k, v, bias=bias, mask=mask, **kwargs)
-
-    monkeypatch.setattr(kernels, "window_attention", counting)
     x = image(4, h=9, w=14)  # padded to 12×16: 12 windows of 16 queries and 4 merged keys
-    with torch.no_grad():
-        model(x)
+    calls, outputs = trace_attention(monkeypatch, kernels, model, x)
     assert len(calls) == sum(params["depths"])
-    assert calls[0] == ((12, 2, 16, 8), (12, 2, 4, 8), (2, 16, 4), None)
-    assert calls[1][3] == (12, 16, 4) and calls[3][:3] == ((12, 4, 16, 4), (12, 4, 4, 4), (4, 16, 4))
-
-    outputs = {}
-    for backend in ("reference", "sdpa"):
-        monkeypatch.setenv(kernels.ENV_VAR, backend)
-        with torch.no_grad():
-            outputs[backend] = model(x)
-    assert (outputs["reference"] - outputs["sdpa"]).abs().max().item() <= 1e-5
+    assert calls[0][:4] == ((12, 2, 16, 8), (12, 2, 4, 8), (2, 16, 4), None)
+    assert calls[1].mask == (12, 16, 4) and calls[3][:3] == ((12, 4, 16, 4), (12, 4, 4, 4), (4, 16, 4))
+    assert backends_agree(outputs)
 
 
 def test_bfloat16_runs_with_masks_in_the_compute_dtype():

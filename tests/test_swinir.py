@@ -18,12 +18,11 @@ import archs
 import kernels
 import sr
 from archs import MissingHyperParameter, swinir
-from archs.han import HAN
-from archs.pan import PAN
-from archs.rcan import RCAN
 from archs.swinir import SwinIR
 from sr.loading import ModelLoadError
 from sr.options import load_test_options
+from tests.helpers.attention import backends_agree, trace_attention
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
 
 BASE = {"in_chans": 3, "img_range": 1.0, "qkv_bias": True, "patch_norm": True}
@@ -249,33 +248,14 @@ def test_presets_build_with_the_published_sizes(spandrel, monkeypatch):
     assert round(counts["swinir-light", 4] / 1000) == 930 and round(counts["swinir-classic", 4] / 1e5) == 119
 
 
-def foreign_state_dicts(spandrel) -> dict[str, dict]:
-    """Small HAT, DAT, DRCT and SRFormer: their keys overlap SwinIR's (conv_first, layers.N..., norm,
-    upsample)."""
-    torch.manual_seed(0)
-    common = {"img_size": 16, "embed_dim": 16, "num_heads": [2], "upscale": 2, "upsampler": "pixelshuffle"}
-    found = {
-        "HAT": spandrel.architectures.HAT.HAT(depths=[2], window_size=4, compress_ratio=3, squeeze_factor=3,
-                                              **common).state_dict(),
-        "DAT": spandrel.architectures.DAT.DAT(depth=[2], split_size=[2, 4], **common).state_dict(),
-        "DRCT": spandrel.architectures.DRCT.DRCT(depths=[2], window_size=4, gc=4, **common).state_dict(),
-    }
-    extra = pytest.importorskip("spandrel_extra_arches")
-    srformer = extra.architectures.SRFormer.SRFormer
-    found["SRFormer"] = srformer(depths=[2], window_size=4, **common).state_dict()
-    return found
-
-
-def test_detection_rejects_other_families(spandrel):
+def test_detection_rejects_other_families():
     for params in CASES[:8]:  # every upsampler and residual connection, grayscale, no qkv bias or patch norm
         ours = SwinIR(**params).state_dict()
         assert [family.name for family in archs.FAMILIES if family.detect(ours)] == ["SwinIR"]
-    small = {"n_resgroups": 1, "n_resblocks": 1, "n_feats": 8, "reduction": 4, "scale": 2}
-    others = {"RCAN": RCAN(**small).state_dict(), "HAN": HAN(**small).state_dict(),
-              "PAN": PAN(nb=1, scale=2).state_dict(), **foreign_state_dicts(spandrel)}
+    others = foreign_state_dicts("SwinIR")
     for name, state_dict in others.items():
         assert not swinir.detect(state_dict), name
-    assert all(key in others["HAT"] for key in swinir._KEYS)  # only its own keys tell HAT apart
+    assert all(key in others["HAT (official)"] for key in swinir._KEYS)  # only its own keys tell HAT apart
 
 
 def test_weights_that_cannot_tell_a_setting_are_clear_errors(tmp_path):
@@ -321,27 +301,12 @@ def test_all_attention_goes_through_kernels(monkeypatch):
         for name, p in model.named_parameters():
             if "relative_position_bias_table" in name:
                 p.normal_(0, 0.5)
-    calls = []
-    real = kernels.window_attention
-
-    def counting(q, k, v, *, bias, mask, **kwargs):
-        calls.append((q.shape, bias.shape, None if mask is None else mask.dtype))
-        return real(q, k, v, bias=bias, mask=mask, **kwargs)
-
-    monkeypatch.setattr(kernels, "window_attention", counting)
     x = image(4, h=9, w=14, batch=1)  # padded to 12×16: 12 windows of 16 tokens
-    with torch.no_grad():
-        model(x)
+    calls, outputs = trace_attention(monkeypatch, kernels, model, x)
     assert len(calls) == sum(params["depths"])
-    assert [c[2] for c in calls] == [None, torch.float32, None, torch.float32, None]
-    assert calls[0][:2] == ((12, 2, 16, 6), (2, 16, 16))
-
-    outputs = {}
-    for backend in ("reference", "sdpa"):
-        monkeypatch.setenv(kernels.ENV_VAR, backend)
-        with torch.no_grad():
-            outputs[backend] = model(x)
-    assert (outputs["reference"] - outputs["sdpa"]).abs().max().item() <= 1e-5
+    assert [c.mask_dtype for c in calls] == [None, torch.float32, None, torch.float32, None]
+    assert (calls[0].q, calls[0].bias) == ((12, 2, 16, 6), (2, 16, 16))
+    assert backends_agree(outputs)
 
 
 def test_bfloat16_runs_with_masks_in_the_compute_dtype():
