@@ -16,6 +16,7 @@ from archs import MissingHyperParameter, camixer
 from archs.camixer import CAMixerSR
 from sr.evaluate import dataset_dirs, evaluate_set, find_pairs
 from sr.options import load_test_options
+from tests.helpers.foreign import foreign_state_dicts
 from tests.oracles import camixer_reference as reference
 
 CASES = [
@@ -180,14 +181,8 @@ def test_detection_is_exclusive():
     state_dict = random_weights(15, **CASES[1])
     assert archs.detect_family(state_dict) is camixer.FAMILY
     assert [f.name for f in archs.FAMILIES if f.detect(state_dict)] == ["CAMixerSR"]
-    for family in archs.FAMILIES:
-        if family is camixer.FAMILY:
-            continue
-        preset = dict(next(iter(family.presets.values())), scale=4)
-        preset.update({k: 1 for k in ("n_resgroups", "n_resblocks") if k in preset})  # RCAN/HAN: keys suffice
-        with torch.device("meta"):
-            other = family.build(**preset).state_dict()
-        assert not camixer.detect(other), family.name
+    for name, other in foreign_state_dicts("CAMixerSR").items():
+        assert not camixer.detect(other), name
 
 
 def test_scale_that_the_weights_cannot_hold_is_an_error():
