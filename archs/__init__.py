@@ -6,12 +6,28 @@ SwinIR), so the first family whose `detect` accepts a state dict owns it.
 
 from __future__ import annotations
 
-from archs import a2n, camixer, cfsr, dat, drct, han, hat, pan, rcan, srformer, swinir
+from archs import (
+    a2n,
+    camixer,
+    cfsr,
+    dat,
+    dlgsanet,
+    drct,
+    han,
+    hat,
+    histoformer,
+    hogformer,
+    pan,
+    rcan,
+    srformer,
+    swinir,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, UnknownArchitecture
 
 FAMILIES: tuple[Family, ...] = (
     han.FAMILY, rcan.FAMILY, hat.FAMILY, drct.FAMILY, srformer.FAMILY, swinir.FAMILY, dat.FAMILY,
-    camixer.FAMILY, cfsr.FAMILY, pan.FAMILY, a2n.FAMILY,
+    camixer.FAMILY, cfsr.FAMILY, pan.FAMILY, a2n.FAMILY, hogformer.FAMILY, histoformer.FAMILY,
+    dlgsanet.FAMILY,
 )
 
 

@@ -29,21 +29,37 @@ SMALL = {
     "DAT": {"depth": [2, 2], "num_heads": [4, 4], "embed_dim": 48},
     "CAMixerSR": {"n_block": [1, 1], "n_group": 2, "n_feats": 16},
     "CFSR": {"embed_dim": 16, "depths": [1, 1], "dw_size": 5},
+    # HOGformer sorts pixels by gradient keys and bins orientations: a last-bit difference between runtimes
+    # that swaps two keys moves the output by up to ~1e-2 (the official network is discontinuous there; a
+    # 1e-7 input change does the same in PyTorch). One head per level makes the attention's order moot; the
+    # 8x8-cell sorts remain, and this seed's weights meet no near-tie at the checked sizes.
+    "HOGformer": {"dim": 12, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 0, "heads": [1, 1, 1, 1]},
+    "Histoformer": {"dim": 6, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
+    "DLGSANet": {"dim": 12, "groups": 1, "blocks": 1, "idynamic_num_heads": 3, "restormer_num_heads": 2,
+                 "tlc_kernel": 8},  # 8-pixel TLC crops: the traced and checked sizes take several
 }
 CASES = [(f.name, preset) for f in archs.FAMILIES for preset in f.presets]
+# Histoformer's output jumps where a value sort changes order, and the ~1e-7 rounding differences between
+# ONNX Runtime and PyTorch change some orders: its graph is compared with the attentions' output projections
+# scaled by 1e-3 (tests/test_histoformer.py checks the attention in ONNX Runtime at full strength).
+QUIETED = {"Histoformer": "attn_g.project_out.weight"}
 
 
 def _small(family_name: str, preset: str, scale: int = 4) -> LoadedModel:
     family = archs.get_family(family_name)
-    if family.presets[preset].get("upsampler") == "":  # the restoration (scale-1) presets
+    if family.presets[preset].get("upsampler") == "" or family.scales == (1,):  # the restoration presets
         scale = 1
-    params = dict(family.presets[preset], **SMALL[family_name], scale=scale)
+    params = dict(family.presets[preset], **SMALL[family_name])
+    if family.scales != (1,):  # restoration-only families take no scale
+        params["scale"] = scale
     params.pop("img_size", None)
     torch.manual_seed(0)
     model = family.build(**params).eval()
     with torch.no_grad():  # move every weight off its initial value (zero biases, unit norms)
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             p.add_(0.02 * torch.randn_like(p))
+            if family_name in QUIETED and name.endswith(QUIETED[family_name]):
+                p.mul_(1e-3)
     return LoadedModel(
         model,
         family.name,
