@@ -50,6 +50,6 @@ def test_jpeg_gains_at_low_qualities(restoration_sets):
     classic5 = find_set("Classic5", restoration_sets)
     low = evaluate(net, classic5, JPEG(10))
     assert low.mean("degraded")["psnr"] == pytest.approx(JPEG_CLASSIC5_Q10, abs=0.05)
-    assert low.mean("restored")["psnr"] >= low.mean("degraded")["psnr"] + 0.8
+    assert low.mean("restored")["psnr"] >= low.mean("degraded")["psnr"] + 1.2  # the bar (+1.207)
     assert low.mean("restored")["psnrb"] >= low.mean("degraded")["psnrb"] + 2
     assert low.mean("restored")["ssim"] > low.mean("degraded")["ssim"]

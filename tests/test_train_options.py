@@ -11,13 +11,17 @@ from sr.options import OptionsError, TrainOptions, apply_override, load_train_op
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_OPTIONS = sorted((ROOT / "options" / "train").rglob("*.yml"))
 # The bundled models' files train on ../shared/data/train as they were trained here.
-BUNDLED = {"train_PAN_x4_default", "train_RCAN_denoise_colour_blind", "train_RCAN_jpeg_colour_blind"}
+BUNDLED = {
+    "train_PAN_x4_default",
+    *(f"train_RCAN_{task}_colour_blind{stage}" for task in ("denoise", "jpeg") for stage in ("", "_finetune")),
+}
 
 
 def test_every_family_has_train_options():
     families = {p.parent.name for p in TRAIN_OPTIONS}
     assert families == {
-        "PAN", "RCAN", "HAN", "SwinIR", "HAT", "SRFormer", "DAT", "CAMixerSR", "DRCT", "CFSR", "A2N"
+        "PAN", "RCAN", "HAN", "SwinIR", "HAT", "SRFormer", "DAT", "CAMixerSR", "DRCT", "CFSR", "A2N",
+        "DLGSANet", "Histoformer", "HOGformer",
     }
 
 
@@ -28,7 +32,7 @@ def test_train_options_parse_and_build(path):
     opt = load_train_options(path)
     assert isinstance(opt, TrainOptions)
     family, params = network_params(opt.network_g.type, opt.network_g.args)
-    assert params["scale"] == opt.scale
+    assert params.setdefault("scale", opt.scale) == opt.scale  # as the trainer fills it
     model = family.build(**params)
     assert sum(p.numel() for p in model.parameters()) > 0
     assert family is archs.get_family(opt.network_g.type)
