@@ -13,7 +13,11 @@ TRAIN_OPTIONS = sorted((ROOT / "options" / "train").rglob("*.yml"))
 # The bundled models' files train on ../shared/data/train as they were trained here.
 BUNDLED = {
     "train_PAN_x4_default",
-    *(f"train_RCAN_{task}_colour_blind{stage}" for task in ("denoise", "jpeg") for stage in ("", "_finetune")),
+    "train_RCAN_denoise_colour_blind",
+    "train_RCAN_denoise_colour_blind_finetune",
+    "train_RCAN_jpeg_colour_blind",
+    "train_RCAN_jpeg_colour_blind_finetune",
+    "train_RCAN_jpeg_colour_blind_finetune2",
 }
 
 
