@@ -13,8 +13,10 @@ OPTIONS = Path(__file__).resolve().parents[1] / "options" / "test"
 def test_shipped_test_options_parse(path):
     opt = load_test_options(path)
     assert opt.network_g.type and opt.scale in (1, 2, 3, 4, 8)
-    if opt.scale == 1:  # restoration: clean sets degraded on the fly, whole images scored
-        assert all(d.type == "DegradedHRDataset" and d.dataroot_gt for d in opt.datasets.values())
+    if opt.scale == 1:  # restoration: clean sets degraded on the fly, or degraded/clean pairs; whole images
+        assert all(
+            d.dataroot_gt and (d.type == "DegradedHRDataset" or d.dataroot_lq) for d in opt.datasets.values()
+        )
         assert {m.crop_border for m in opt.val.metrics.values()} == {0}
         return
     assert all(d.dataroot_gt and d.dataroot_lq for d in opt.datasets.values())
