@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archs.blocks import reflect_pad_to
+from archs.histoformer import Downsample, PatchEmbed, SkipPatchEmbed, Upsample
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
@@ -202,45 +203,6 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(layer_norm(x, self.bias_free))
 
 
-class Resample(nn.Module):
-    """3x3 convolution then pixel (un)shuffle by 2 (official `Downsample` / `Upsample`)."""
-
-    def __init__(self, channels: int, down: bool) -> None:
-        super().__init__()
-        out = channels // 2 if down else channels * 2
-        shuffle = nn.PixelUnshuffle(2) if down else nn.PixelShuffle(2)
-        self.body = nn.Sequential(nn.Conv2d(channels, out, 3, padding=1, bias=False), shuffle)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class SkipPatchEmbed(nn.Module):
-    """2x2 average pooling, 1x1 and depthwise 3x3 convolutions of the 3-channel image pyramid."""
-
-    def __init__(self, channels: int = 3) -> None:
-        super().__init__()
-        self.proj = nn.Sequential(
-            nn.AvgPool2d(2, stride=2),
-            nn.Conv2d(channels, channels, 1, bias=False),
-            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
-class PatchEmbed(nn.Module):
-    """The first 3x3 convolution (official `OverlapPatchEmbed`, always without bias)."""
-
-    def __init__(self, in_channels: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
 class HOGformer(nn.Module):
     """The official four-level HOGformer U-Net under the official argument and key names.
 
@@ -280,24 +242,24 @@ class HOGformer(nn.Module):
         d = dim
         self.patch_embed = PatchEmbed(inp_channels, d)
         self.encoder_level1 = blocks(num_blocks[0], d, heads[0])
-        self.down1_2 = Resample(d, down=True)
+        self.down1_2 = Downsample(d)
         self.encoder_level2 = blocks(num_blocks[1], 2 * d, heads[1])
-        self.down2_3 = Resample(2 * d, down=True)
+        self.down2_3 = Downsample(2 * d)
         self.encoder_level3 = blocks(num_blocks[2], 4 * d, heads[2])
-        self.down3_4 = Resample(4 * d, down=True)
+        self.down3_4 = Downsample(4 * d)
         self.latent = blocks(num_blocks[3], 8 * d, heads[3])
-        self.up4_3 = Resample(8 * d, down=False)
+        self.up4_3 = Upsample(8 * d)
         self.reduce_chan_level3 = nn.Conv2d(8 * d, 4 * d, 1, bias=bias)
         self.decoder_level3 = blocks(num_blocks[2], 4 * d, heads[2])
-        self.up3_2 = Resample(4 * d, down=False)
+        self.up3_2 = Upsample(4 * d)
         self.reduce_chan_level2 = nn.Conv2d(4 * d, 2 * d, 1, bias=bias)
         self.decoder_level2 = blocks(num_blocks[1], 2 * d, heads[1])
-        self.up2_1 = Resample(2 * d, down=False)
+        self.up2_1 = Upsample(2 * d)
         self.decoder_level1 = blocks(num_blocks[0], 2 * d, heads[0])
         self.refinement = blocks(num_refinement_blocks, 2 * d, heads[0])
-        self.skip_patch_embed1 = SkipPatchEmbed()
-        self.skip_patch_embed2 = SkipPatchEmbed()
-        self.skip_patch_embed3 = SkipPatchEmbed()
+        self.skip_patch_embed1 = SkipPatchEmbed(3)
+        self.skip_patch_embed2 = SkipPatchEmbed(3)
+        self.skip_patch_embed3 = SkipPatchEmbed(3)
         self.reduce_chan_level_1 = nn.Conv2d(2 * d + 3, 2 * d, 1, bias=bias)
         self.reduce_chan_level_2 = nn.Conv2d(4 * d + 3, 4 * d, 1, bias=bias)
         self.reduce_chan_level_3 = nn.Conv2d(8 * d + 3, 8 * d, 1, bias=bias)
