@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from sr.imageio import IMAGE_EXTENSIONS, Image, read_image, to_uint8, write_imag
 from sr.loading import LoadedModel
 from sr.metrics import psnr, psnrb, ssim
 from sr.options import DatasetOptions
+
+if TYPE_CHECKING:
+    import torch
 
 METRICS = {
     "psnr": lambda a, b: psnr(a, b, y_channel=False),
@@ -143,17 +147,19 @@ def evaluate_restoration(
     *,
     tile: int | None = None,
     tile_overlap: int = 64,
+    dtype: torch.dtype | None = None,
     save_dir: Path | None = None,
     on_image: Callable[[ImageScores], None] | None = None,
 ) -> RestorationResult:
-    """Degrade each clean image, restore it, and score input and output against the clean image."""
+    """Degrade each clean image, restore it (`dtype`: the engine's compute precision, None = its default), and
+    score input and output against the clean image."""
     from sr.upscale import run_pixels
 
     result = RestorationResult(test_set.name, task, net.in_channels)
     for path in test_set.files:
         clean = clean_image(path, task, net.in_channels, test_set.gray)
         degraded = task.degrade(clean)
-        restored = to_uint8(run_pixels(net, degraded, tile=tile, tile_overlap=tile_overlap))
+        restored = to_uint8(run_pixels(net, degraded, tile=tile, tile_overlap=tile_overlap, dtype=dtype))
         scores = ImageScores(path.stem, score(to_uint8(degraded), clean, task), score(restored, clean, task))
         result.scores.append(scores)
         if save_dir is not None:

@@ -10,6 +10,7 @@ convolutional networks the tiled result equals the untiled one to ~1e-5 (PAN, de
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -46,6 +47,17 @@ def _ramp(length: int, start_overlap: int, end_overlap: int) -> torch.Tensor:
     if end_overlap:
         weight = torch.minimum(weight, ((length - pos - end_overlap / 4) / (end_overlap / 2)).clamp(0, 1))
     return weight
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):

@@ -91,9 +91,27 @@ def test_sr_test_reports_missing_sets_on_one_line(pan_weights, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"sr: error: Manga109 x4: not found (looked for {tmp_path}/Manga109/"
-        "LR_bicubic/X4; see datasets/README.md)"
+        f"sr: error: Manga109 x4: not found (looked for {tmp_path}/Manga109/HR; see datasets/README.md)"
     )
+
+
+def test_a_set_without_lr_files_is_scored_on_matlab_made_lr(pan_x4, pan_weights, benchmarks, tmp_path):
+    """HR only (Urban100 here has no X2/X3): the LR is made as MATLAB makes it, so on Set5 the scores equal,
+    to the bit, those on the MATLAB-made LR files (the EDSR benchmark files)."""
+    (tmp_path / "Set5").mkdir()
+    (tmp_path / "Set5" / "HR").symlink_to(benchmarks / "Set5" / "HR")
+    hr_dir, lr_dir = dataset_dirs("Set5", 4, tmp_path)
+    assert lr_dir is None
+    made = evaluate_set(pan_x4, "Set5", find_pairs(hr_dir, lr_dir))
+    stored = evaluate_set(pan_x4, "Set5", find_pairs(*dataset_dirs("Set5", 4, benchmarks)))
+    assert [(s.name, s.psnr, s.ssim) for s in made.scores] == [(s.name, s.psnr, s.ssim) for s in stored.scores]
+    command = [sys.executable, "-m", "sr", "test", "-m", str(pan_weights / "PANx4_DF2K.pth")]
+    result = subprocess.run(
+        [*command, "--dataset", "Set5", "--datasets-root", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LR made from the HR by MATLAB-exact bicubic" in result.stdout
+    assert re.search(r"mean +32\.1311 +0\.8948 ", result.stdout)
 
 
 def test_grayscale_pairs_are_scored_as_replicated_rgb(pan_x4, benchmarks):

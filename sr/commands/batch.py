@@ -194,6 +194,7 @@ def _is_video(path: Path) -> bool:
 def _image(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
     from tqdm import tqdm
 
+    from sr.commands.common import engine_dtype
     from sr.imageio import read_image, write_image
     from sr.upscale import upscale_image
 
@@ -204,13 +205,17 @@ def _image(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
             tiles.total = total
             tiles.update(current - tiles.n)
 
-        result = upscale_image(net, image, tile=args.tile, tile_overlap=args.tile_overlap, progress=report)
+        dtype = engine_dtype(args)
+        result = upscale_image(
+            net, image, tile=args.tile, tile_overlap=args.tile_overlap, dtype=dtype, progress=report
+        )
     write_image(job.target, finish(result), quality=args.quality)
 
 
 def _video(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
     from tqdm import tqdm
 
+    from sr.commands.common import engine_dtype
     from sr.upscale import upscale_image
     from sr.video import VideoSettings, process_video
 
@@ -222,7 +227,10 @@ def _video(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
             frames.update(count - frames.n)
 
         def transform(image):
-            return finish(upscale_image(net, image, tile=args.tile, tile_overlap=args.tile_overlap))
+            dtype = engine_dtype(args)
+            return finish(
+                upscale_image(net, image, tile=args.tile, tile_overlap=args.tile_overlap, dtype=dtype)
+            )
 
         process_video(job.source, job.target, transform, settings, progress=report)
 

@@ -33,13 +33,32 @@ def add_model_arguments(
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
 
 
-def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Tiling and compute precision of the inference engine."""
     parser.add_argument(
         "--tile", type=int, help="LR tile side in pixels; 0 = no tiling (default: tile images above 512x512)"
     )
     parser.add_argument(
         "--tile-overlap", type=int, default=64, help="LR pixels shared by neighbouring tiles (default: 64)"
     )
+    parser.add_argument(
+        "--dtype",
+        dest="precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="compute precision: bf16 autocast is faster on CPUs with native bf16 (AVX512-BF16, AMX) and "
+        "GPUs (default auto: bf16 on CUDA for families whose output bf16 keeps, else fp32)",
+    )
+
+
+def engine_dtype(args: argparse.Namespace):
+    """The torch dtype `--dtype` asks for, or None for the engine's default."""
+    import torch
+
+    return {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[getattr(args, "precision", "auto")]
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,17 +95,44 @@ def load_or_report(args: argparse.Namespace):
     scale = getattr(args, "scale", None)
     try:
         onnx = getattr(args, "backend", "torch") == "onnx" or str(args.model or "").lower().endswith(".onnx")
+        if onnx and getattr(args, "precision", "auto") != "auto":
+            error(
+                f"--dtype {args.precision}: applies to the PyTorch engine (an ONNX model runs in the "
+                "precision it was exported in: sr export --dtype)"
+            )
+            return None
         if onnx:
             from sr.onnx.runtime import load_onnx_model
 
             return load_onnx_model(args.model, scale=scale, providers=getattr(args, "providers", None))
-        return load_model(args.model, scale=scale, device=args.device)
+        net = load_model(args.model, scale=scale, device=args.device)
     except ModelLoadError as problem:
         error(str(problem))
         return None
     except ImportError as missing:  # the ONNX extra is optional
         error(missing_extra("--backend onnx", missing, "onnx"))
         return None
+    if getattr(args, "precision", "auto") == "bf16":
+        _bf16_notes(net)
+    return net
+
+
+def _bf16_notes(net) -> None:
+    """One-line notes where `--dtype bf16` will be slow or costly (it still runs)."""
+    from sr.upscale import cpu_has_native_bf16
+
+    device = next(net.model.parameters()).device
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        print(
+            "sr: note: this CPU has no native bf16 (AVX512-BF16, AMX): bf16 is emulated, slower than fp32",
+            file=sys.stderr,
+        )
+    if not net.supports_bf16:
+        print(
+            f"sr: note: {net.family} runs in fp32 by default: bf16 changes its output more than for other "
+            "families (see benchmarks/RESULTS.md)",
+            file=sys.stderr,
+        )
 
 
 ONNX_MODULES = ("onnx", "onnxruntime")

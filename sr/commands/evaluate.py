@@ -18,7 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from sr.commands.common import add_model_arguments, add_tiling_arguments, error, load_or_report
+from sr.commands.common import (
+    add_engine_arguments,
+    add_model_arguments,
+    engine_dtype,
+    error,
+    load_or_report,
+)
 
 HELP = "evaluate PSNR/SSIM on benchmark sets (super-resolution, denoising, JPEG)"
 EXAMPLES = """examples:
@@ -42,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sr (default), denoise or jpeg; denoise and jpeg default to the bundled model of the task",
     )
     add_model_arguments(parser, required=False, default="the bundled model of --task denoise|jpeg")
-    add_tiling_arguments(parser)
+    add_engine_arguments(parser)
     parser.add_argument(
         "-d",
         "--dataset",
@@ -153,6 +159,8 @@ def _evaluate(net, name: str, pairs, args: argparse.Namespace, crop_border: int 
     from sr.evaluate import evaluate_set
 
     print(f"{name} x{net.scale}  ({net.family}, {net.source}, {len(pairs)} images)")
+    if pairs and pairs[0][2] is None:
+        print(f"  no LR_bicubic/X{net.scale} folder: LR made from the HR by MATLAB-exact bicubic downscaling")
     if args.per_image:
         print(f"  {'image':<16} {'PSNR-Y':>8} {'SSIM-Y':>7}")
     bar = tqdm(total=len(pairs), unit="img", desc=name, leave=False, disable=None, file=sys.stderr)
@@ -171,6 +179,7 @@ def _evaluate(net, name: str, pairs, args: argparse.Namespace, crop_border: int 
         crop_border=crop_border,
         tile=tile,
         tile_overlap=args.tile_overlap,
+        dtype=engine_dtype(args),
         save_dir=save_dir,
         on_image=on_image,
     )
@@ -285,6 +294,7 @@ def _evaluate_restoration(net, test_set, task, args: argparse.Namespace, tile: i
         task,
         tile=tile,
         tile_overlap=args.tile_overlap,
+        dtype=engine_dtype(args),
         save_dir=save_dir,
         on_image=on_image,
     )

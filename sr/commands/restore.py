@@ -14,8 +14,8 @@ import argparse
 from sr.commands.batch import Plan, add_output_arguments, add_video_arguments, run_batch
 from sr.commands.common import (
     add_backend_arguments,
+    add_engine_arguments,
     add_model_arguments,
-    add_tiling_arguments,
     error,
     load_or_report,
 )
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_arguments(parser, required=False, scale=False, default="the bundled model of --task")
     add_backend_arguments(parser)
-    add_tiling_arguments(parser)
+    add_engine_arguments(parser)
     add_output_arguments(
         parser, "", "added to output names (default: _denoised or _dejpeg for --task, else _restored)"
     )
