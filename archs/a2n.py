@@ -166,5 +166,6 @@ FAMILY = Family(
     scales=(2, 3, 4),
     supports_fp16=False,
     supports_bf16=True,
+    channels_last=True,
     presets={"A2N": {"nf": 40, "unf": 24, "nb": 16}},
 )

@@ -316,6 +316,7 @@ FAMILY = Family(
     scales=(1, 2, 3, 4),
     supports_fp16=False,
     supports_bf16=True,
+    channels_last=True,
     presets={
         # large-image models (tested at ratio 1.0 and 0.5) and the lightweight model (official ratio 0.5)
         "CAMixerSR-S": {"n_block": (4, 4, 6, 6), "n_group": 4, "n_feats": 36},

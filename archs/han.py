@@ -100,5 +100,6 @@ FAMILY = Family(
     scales=(1, 2, 3, 4, 8),
     supports_fp16=False,
     supports_bf16=False,
+    channels_last=True,
     presets={"HAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}},
 )

@@ -137,5 +137,6 @@ FAMILY = Family(
     scales=(2, 3, 4),
     supports_fp16=True,
     supports_bf16=True,
+    channels_last=True,
     presets={"PAN": {"nf": 40, "unf": 24, "nb": 16}},
 )

@@ -200,6 +200,7 @@ FAMILY = Family(
     scales=(1, 2, 3, 4, 8),
     supports_fp16=False,
     supports_bf16=True,
+    channels_last=True,
     presets={"RCAN": {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}},
     remap_keys=remap_keys,
 )

@@ -39,6 +39,10 @@ class Family:
     scales: tuple[int, ...] = (2, 3, 4)
     supports_fp16: bool = False
     supports_bf16: bool = True
+    # Convolution-bound networks the engine runs with NHWC (channels_last) weights and inputs: faster on
+    # CPU (PAN 2.1x, A2N 1.6x, CAMixerSR 1.4x, RCAN/HAN/SwinIR 1.1-1.2x; benchmarks/RESULTS.md), the same
+    # output within 1e-6 on trained weights (tests/test_upscale_engine.py).
+    channels_last: bool = False
     presets: Mapping[str, dict] = field(default_factory=dict)
     # Buffers recomputed at run time (masks that depend on the training patch size): dropped before loading.
     ignored_keys: Callable[[str], bool] = lambda key: False

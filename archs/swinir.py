@@ -422,6 +422,7 @@ FAMILY = Family(
     scales=(1, 2, 3, 4, 8),
     supports_fp16=False,
     supports_bf16=True,
+    channels_last=True,
     presets=PRESETS,
     ignored_keys=ignored_keys,
     unstored=("img_range",),

@@ -41,6 +41,7 @@ class LoadedModel:
     supports_bf16: bool
     source: str
     in_channels: int = 3  # 1 for grayscale models, which take and give gray images
+    channels_last: bool = False  # the engine feeds NHWC inputs (the model's 4-D weights are NHWC)
 
     @property
     def task(self) -> str:
@@ -229,6 +230,11 @@ def _build(
         raise ModelLoadError(f"{path}: cannot build {family.name} with {params}: {error}") from None
     load_weights(model, family, state_dict, path, strict=strict)
     model.eval().requires_grad_(False).to(device)
+    if family.channels_last:
+        with torch.no_grad():
+            for tensor in (*model.parameters(), *model.buffers()):
+                if tensor.dim() == 4:
+                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return LoadedModel(
         model=model,
         family=family.name,
@@ -239,6 +245,7 @@ def _build(
         supports_bf16=family.supports_bf16,
         source=str(path),
         in_channels=input_channels(model),
+        channels_last=family.channels_last,
     )
 
 

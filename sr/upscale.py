@@ -86,6 +86,8 @@ def upscale_tensor(
     n, c, h, w = lr.shape
     s, m = net.scale, net.multiple_of
     x = lr.to(device, torch.float32)
+    if net.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     if tile is None:
         tile = AUTO_TILE if h * w > AUTO_TILE * AUTO_TILE else 0
     tile = max(tile // m * m, m) if tile else 0

@@ -12,7 +12,7 @@ from archs.registry import Family
 
 
 def smallest(family: Family) -> tuple[torch.nn.Module, int]:
-    """The family's smallest preset, x2 (scale 1 for restoration-only presets), seeded weights; and its scale."""
+    """The family's smallest preset, x2 (scale 1 for restoration presets), seeded weights; and its scale."""
 
     def scale(preset: dict) -> int:
         return 1 if family.scales == (1,) or preset.get("upsampler") == "" else 2

@@ -182,7 +182,8 @@ def test_bf16_precision_stays_close_to_fp32(lr_file, pan, tmp_path, capsys):
 
 
 def test_bf16_is_refused_for_onnx_models(lr_file, pan, tmp_path, capsys):
-    code = main(["upscale", str(lr_file), "-m", pan, "--backend", "onnx", "--dtype", "bf16", "-o", str(tmp_path)])
+    args = ["--backend", "onnx", "--dtype", "bf16", "-o", str(tmp_path)]
+    code = main(["upscale", str(lr_file), "-m", pan, *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("sr: error: --dtype bf16: applies to the PyTorch engine")
     assert not list(tmp_path.glob("*.png"))

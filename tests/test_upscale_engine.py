@@ -92,3 +92,33 @@ def test_opaque_alpha_is_not_run_through_the_network(pan_x4):
     result = upscale_image(net, Image(pixels=pixels, alpha=np.ones((12, 10), np.float32)))
     assert counting.calls == 1
     assert (result.alpha == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("weights", "scale"),
+    [
+        ("weights/PAN/PANx4_DF2K.pth", None),
+        ("weights/A2N/aan_x2.pt", 2),
+        ("weights/CAMixerSR/CAMixerSR_S.pth", None),
+        ("denoise", None),
+    ],
+)
+def test_channels_last_families_give_the_contiguous_output(shared_dir, real_lr, weights, scale):
+    """Convolution-bound families run with NHWC weights and inputs (faster on CPU); the output is the one the
+    same network gives in the default layout, within 1e-5."""
+    import copy
+
+    import sr
+
+    net = sr.load_model(shared_dir / weights if weights.startswith("weights/") else weights, scale=scale)
+    assert net.channels_last
+    assert all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in net.model.parameters() if p.dim() == 4
+    )
+    plain = copy.deepcopy(net.model)
+    for tensor in plain.parameters():
+        tensor.data = tensor.data.contiguous()
+    x = real_lr[..., :48, :56]
+    with torch.inference_mode():
+        want = plain(x)
+    assert (upscale_tensor(net, x, tile=0) - want).abs().max().item() <= 1e-5
