@@ -25,6 +25,20 @@ def reflect_pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
                  mode="reflect")
 
 
+def windowed_pixelshuffle_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classical-SR forward HAT and DRCT share with SwinIR's pixelshuffle path: reflect-pad to the window,
+    normalise, shallow conv, deep features (`net.forward_features`) with a residual, pixel-shuffle
+    reconstruction, de-normalise, crop to scale × input. `net` holds window_size, mean, img_range, scale,
+    conv_first, conv_after_body, conv_before_upsample, upsample and conv_last."""
+    h, w = x.shape[2:]
+    x = (reflect_pad_to(x, net.window_size) - net.mean) * net.img_range
+    x = net.conv_first(x)
+    x = net.conv_after_body(net.forward_features(x)) + x
+    x = net.conv_last(net.upsample(net.conv_before_upsample(x)))
+    x = x / net.img_range + net.mean
+    return x[:, :, : h * net.scale, : w * net.scale]
+
+
 def default_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
     """A 'same'-padded convolution with bias (EDSR-PyTorch's `default_conv`)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DIV2K_RGB_MEAN, Upsampler, reflect_pad_to, upsampler_scale
+from archs.blocks import DIV2K_RGB_MEAN, Upsampler, upsampler_scale, windowed_pixelshuffle_forward
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from archs.swinir import PatchEmbed, SwinTransformerBlock, run_groups
 
@@ -143,15 +143,7 @@ class DRCT(nn.Module):
         return run_groups(x, self.patch_embed, self.layers, self.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2], x.shape[3]
-        ws = self.window_size
-        x = reflect_pad_to(x, ws)
-        x = (x - self.mean) * self.img_range
-        x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        x = x / self.img_range + self.mean
-        return x[:, :, : h * self.scale, : w * self.scale]
+        return windowed_pixelshuffle_forward(self, x)
 
 
 _GROUP = "layers.0."

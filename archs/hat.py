@@ -18,8 +18,8 @@ from archs.blocks import (
     Mlp,
     PooledChannelAttention,
     Upsampler,
-    reflect_pad_to,
     upsampler_scale,
+    windowed_pixelshuffle_forward,
 )
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import (
@@ -251,15 +251,7 @@ class HAT(nn.Module):
         return self.norm(x).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[2:]
-        x = (x - self.mean) * self.img_range
-        ws = self.window_size
-        x = reflect_pad_to(x, ws)
-        x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        x = x / self.img_range + self.mean
-        return x[:, :, : h * self.scale, : w * self.scale]
+        return windowed_pixelshuffle_forward(self, x)
 
 
 _PREFIX = "layers.0.residual_group."
