@@ -1,4 +1,5 @@
-"""ONNX Runtime against PyTorch eager, fp32 CPU, per family (light presets and PAN): same weights, same input.
+"""ONNX Runtime (and OpenVINO, if installed) against PyTorch eager, fp32 CPU, per family (light presets and
+PAN): same weights, same input.
 
 Each network is exported once through `sr.onnx.export` (verified against PyTorch). Times: both engines in
 this process, calls interleaved (eager, ORT, eager, ORT, ...) after one warm-up each; medians, and the ratio
@@ -6,6 +7,9 @@ ORT / eager as the median of each round's ratio, so load that comes and goes on 
 sides of a ratio alike (below 1 means ONNX Runtime is faster). Peak memory: each engine again in a fresh
 process of its own, so neither sees the other's heap or ONNX Runtime's arena: the rise of the peak resident
 set (VmHWM) over the resident set before the first call, across the warm-up and the timed calls.
+OpenVINO (`pip install openvino`: benchmark only, not a dependency of sr) compiles the same ONNX file for its
+CPU plugin with fp32 inference precision (on CPUs with bf16 it would otherwise compute in bf16) and the same
+thread count; it is timed in the same rounds, with its largest difference from eager.
 
     python -m benchmarks.onnx [--sizes 64 128] [--repeat 5] [--threads 2]
 """
@@ -29,6 +33,17 @@ from benchmarks.memory import rss_peak_mib
 from sr.loading import LoadedModel
 from sr.onnx.export import export
 from sr.onnx.runtime import OrtModule, session
+
+
+def _openvino(path: Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The ONNX file compiled by OpenVINO's CPU plugin in fp32, as a tensor → tensor call; None without it."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
 
 CASES = [("PAN", "PAN"), ("SwinIR", "swinir-light"), ("SRFormer", "SRFormer-light"), ("DAT", "DAT-light"),
          ("CAMixerSR", "CAMixerSR-S"), ("CAMixerSR", "CAMixerSR-light")]
@@ -92,23 +107,33 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     print(f"fp32 CPU, {args.threads} threads, x4, {args.repeat} interleaved rounds after a warm-up: medians")
-    header = ("network", "size", "eager ms", "ORT ms", "ORT/eager", "eager peak MiB", "ORT peak MiB")
-    print("{:<18}{:>6}{:>11}{:>10}{:>11}{:>16}{:>14}".format(*header))
+    header = ("network", "size", "eager ms", "ORT ms", "ORT/eager", "eager peak MiB", "ORT peak MiB", "OV ms",
+              "OV/eager", "OV diff")
+    print("{:<18}{:>6}{:>11}{:>10}{:>11}{:>16}{:>14}{:>9}{:>10}{:>9}".format(*header))
     with tempfile.TemporaryDirectory() as tmp:
         for family_name, preset in CASES:
             net = _network(family_name, preset)
             path = Path(tmp) / f"{preset}.onnx"
             export(net, path)
             ort = OrtModule(session(path))
+            openvino = _openvino(path, args.threads)
             for size in args.sizes:
                 x = torch.rand(1, 3, size, size)
+                calls = [partial(net.model, x), partial(ort, x)]
+                if openvino:
+                    calls.append(partial(openvino, x))
                 with torch.inference_mode():
-                    eager_ms, ort_ms = _interleaved_ms([partial(net.model, x), partial(ort, x)], args.repeat)
+                    eager_ms, ort_ms, *ov_ms = _interleaved_ms(calls, args.repeat)
+                    ov = "{:>9}{:>10}{:>9}".format("-", "-", "-")
+                    if openvino:
+                        ov_ratio = statistics.median(o / e for e, o in zip(eager_ms, ov_ms[0], strict=True))
+                        diff = (openvino(x) - net.model(x)).abs().max().item()
+                        ov = f"{statistics.median(ov_ms[0]):>9.1f}{ov_ratio:>10.2f}{diff:>9.1e}"
                 ratio = statistics.median(o / e for e, o in zip(eager_ms, ort_ms, strict=True))
                 eager_mib, ort_mib = (_peak_mib(e, family_name, preset, path, size, args) for e in ENGINES)
                 print(f"{preset:<18}{size:>6}{statistics.median(eager_ms):>11.1f}"
-                      f"{statistics.median(ort_ms):>10.1f}{ratio:>11.2f}{eager_mib:>16.0f}{ort_mib:>14.0f}",
-                      flush=True)
+                      f"{statistics.median(ort_ms):>10.1f}{ratio:>11.2f}{eager_mib:>16.0f}{ort_mib:>14.0f}"
+                      + ov, flush=True)
 
 
 if __name__ == "__main__":
