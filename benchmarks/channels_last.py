@@ -1,5 +1,6 @@
 """NHWC (channels_last) against the default NCHW layout on CPU, per family: why the engine runs PAN, A2N,
-CAMixerSR, RCAN, HAN and SwinIR with channels_last weights and inputs (their `Family.channels_last`).
+CAMixerSR, RCAN, HAN and SwinIR with channels_last weights and inputs (their `Family.channels_last`,
+sr.loading.channels_last_weights).
 
 Run from the repository root: `python -m benchmarks.channels_last [--threads 2] [--repeat 3] [--only PAN]`.
 The presets of benchmarks/bf16.py (light at 128x128, full at 64x64, x4), seeded random weights; both layouts
@@ -19,15 +20,7 @@ import torch
 import archs
 from benchmarks.archs import forward, median_ms
 from benchmarks.bf16 import PRESETS, random_model
-
-
-def nhwc(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` with every 4-D parameter and buffer in channels_last layout, as sr.loading does."""
-    model = copy.deepcopy(model)
-    for tensor in (*model.parameters(), *model.buffers()):
-        if tensor.dim() == 4:
-            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
-    return model
+from sr.loading import channels_last_weights
 
 
 def main() -> None:
@@ -44,10 +37,9 @@ def main() -> None:
             continue
         model = random_model(family, preset).model
         x = torch.rand(1, 3, size, size)
-        runs = {
-            "nchw": forward(model, x),
-            "nhwc": forward(nhwc(model), x.contiguous(memory_format=torch.channels_last)),
-        }
+        nhwc = channels_last_weights(copy.deepcopy(model))
+        x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        runs = {"nchw": forward(model, x), "nhwc": forward(nhwc, x_nhwc)}
         ms = median_ms(runs, args.repeat)
         diff = (runs["nchw"]() - runs["nhwc"]()).abs().max().item()
         engine = "yes" if archs.get_family(family).channels_last else "no"

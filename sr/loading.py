@@ -231,10 +231,7 @@ def _build(
     load_weights(model, family, state_dict, path, strict=strict)
     model.eval().requires_grad_(False).to(device)
     if family.channels_last:
-        with torch.no_grad():
-            for tensor in (*model.parameters(), *model.buffers()):
-                if tensor.dim() == 4:
-                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+        channels_last_weights(model)
     return LoadedModel(
         model=model,
         family=family.name,
@@ -247,6 +244,15 @@ def _build(
         in_channels=input_channels(model),
         channels_last=family.channels_last,
     )
+
+
+def channels_last_weights(model: nn.Module) -> nn.Module:
+    """`model`, its 4-D parameters and buffers moved to NHWC (channels_last) layout in place."""
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def load_weights(model: nn.Module, family: Family, state_dict: dict, path: Path, *, strict: bool) -> None:

@@ -226,8 +226,9 @@ def _video(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
             frames.total = total
             frames.update(count - frames.n)
 
+        dtype = engine_dtype(args)
+
         def transform(image):
-            dtype = engine_dtype(args)
             return finish(
                 upscale_image(net, image, tile=args.tile, tile_overlap=args.tile_overlap, dtype=dtype)
             )
