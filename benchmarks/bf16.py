@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 import archs
 import sr
+from benchmarks.archs import median_ms
 from sr.evaluate import dataset_dirs, evaluate_set, find_pairs
+from sr.loading import channels_last_weights
 from sr.upscale import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,8 @@ def random_model(family_name: str, preset_name: str) -> sr.LoadedModel:
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn_like(parameter))
+    if family.channels_last:  # the engine's layout, as sr.load_model gives it
+        channels_last_weights(model)
     return sr.LoadedModel(
         model=model,
         family=family.name,
@@ -74,26 +77,25 @@ def random_model(family_name: str, preset_name: str) -> sr.LoadedModel:
         supports_fp16=family.supports_fp16,
         supports_bf16=family.supports_bf16,
         source="random weights",
+        channels_last=family.channels_last,
     )
 
 
 def timed(net: sr.LoadedModel, size: int, repeat: int) -> tuple[float, float]:
-    """Median ms of fp32 and bf16 forwards on one random input, interleaved."""
+    """Median ms of fp32 and bf16 forwards on one random input (in the engine's layout), interleaved."""
     x = torch.rand(1, 3, size, size)
-    times: dict[bool, list[float]] = {False: [], True: []}
+    if net.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
 
-    def run(bf16: bool) -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            net.model(x)
+    def run(bf16: bool) -> Callable[[], object]:
+        def call() -> None:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                net.model(x)
 
-    run(False)
-    run(True)
-    for _ in range(repeat):
-        for bf16 in (False, True):
-            start = time.perf_counter()
-            run(bf16)
-            times[bf16].append(1000 * (time.perf_counter() - start))
-    return statistics.median(times[False]), statistics.median(times[True])
+        return call
+
+    ms = median_ms({"fp32": run(False), "bf16": run(True)}, repeat)
+    return ms["fp32"], ms["bf16"]
 
 
 def psnr_cost(net: sr.LoadedModel, sets: list[str]) -> str:
