@@ -19,6 +19,7 @@ from archs import (
     hogformer,
     pan,
     rcan,
+    rrdbnet,
     srformer,
     swinir,
 )
@@ -27,7 +28,7 @@ from archs.registry import Family, MissingHyperParameter, StateDict, UnknownArch
 FAMILIES: tuple[Family, ...] = (
     han.FAMILY, rcan.FAMILY, hat.FAMILY, drct.FAMILY, srformer.FAMILY, swinir.FAMILY, dat.FAMILY,
     camixer.FAMILY, cfsr.FAMILY, pan.FAMILY, a2n.FAMILY, hogformer.FAMILY, histoformer.FAMILY,
-    dlgsanet.FAMILY,
+    dlgsanet.FAMILY, rrdbnet.FAMILY,
 )
 
 

@@ -43,7 +43,8 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
         raw = _read_torch(path)
     if key is not None:
         if not isinstance(raw, dict) or not isinstance(raw.get(key), dict):
-            keys = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            names = list(map(str, raw)) if isinstance(raw, dict) else [type(raw).__name__]
+            keys = ", ".join(names[:6]) + (f", ... ({len(names)} entries)" if len(names) > 6 else "")
             raise CheckpointError(f"{path}: has no '{key}' entry (top level: {keys})")
         raw = raw[key]
     return _flatten(raw, path)

@@ -209,7 +209,10 @@ def _read_settings(path: Path) -> dict:
 
 
 def input_channels(model: nn.Module) -> int:
-    """How many image channels a network takes: those of its first convolution (1 gray, 3 RGB)."""
+    """How many image channels a network takes (1 gray, 3 RGB): its `num_in_ch` where it says (networks that
+    pixel-unshuffle their input, like RRDBNet x1/x2), else those of its first convolution."""
+    if isinstance(getattr(model, "num_in_ch", None), int):
+        return model.num_in_ch
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return 3 if first is None else first.in_channels
 

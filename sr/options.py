@@ -71,6 +71,27 @@ class DatasetOptions:
     noise_clip_prob: float = 0.0
     jpeg_quality: int | list[int] | None = None
     gray_prob: float = 0.0  # share of a colour model's patches that are gray photos (degraded as gray)
+    # RealESRGANDataset (Real-ESRGAN's keys): the blur kernels of the two degradation stages and the final
+    # sinc filter; `meta_info` is Real-ESRGAN's name for meta_info_file; `crop_pad_size` is the size every
+    # HR image is cropped or padded to before degradation (400, fixed in Real-ESRGAN's code).
+    meta_info: str | None = None
+    crop_pad_size: int = 400
+    bicubic_prob: float = 0.0  # ours: the share of patches made by plain MATLAB bicubic instead
+    blur_kernel_size: int = 21
+    kernel_list: list[str] | None = None
+    kernel_prob: list[float] | None = None
+    blur_sigma: list[float] | None = None
+    betag_range: list[float] | None = None
+    betap_range: list[float] | None = None
+    sinc_prob: float | None = None
+    blur_kernel_size2: int = 21
+    kernel_list2: list[str] | None = None
+    kernel_prob2: list[float] | None = None
+    blur_sigma2: list[float] | None = None
+    betag_range2: list[float] | None = None
+    betap_range2: list[float] | None = None
+    sinc_prob2: float | None = None
+    final_sinc_prob: float | None = None
 
 
 @dataclass
@@ -78,6 +99,9 @@ class PathOptions:
     pretrain_network_g: str | None = None
     strict_load_g: bool = True
     param_key_g: str | None = None
+    pretrain_network_d: str | None = None
+    strict_load_d: bool = True
+    param_key_d: str | None = None
     results_root: str | None = None
     resume_state: str | None = None
     experiments_root: str | None = None
@@ -154,6 +178,65 @@ class LossOptions:
 
 
 @dataclass
+class GANLossOptions:
+    """BasicSR's `gan_opt`: vanilla (BCE on logits), lsgan, wgan, wgan_softplus or hinge; loss_weight
+    scales the generator's term only."""
+
+    type: str = "GANLoss"
+    gan_type: str = "vanilla"
+    real_label_val: float = 1.0
+    fake_label_val: float = 0.0
+    loss_weight: float = 1.0
+
+
+@dataclass
+class PerceptualLossOptions:
+    """BasicSR's `perceptual_opt` (VGG feature distances and Gram-matrix style distances); `vgg_weights`
+    (ours) names the torchvision-format VGG file, otherwise BasicSR's place for it or the download cache."""
+
+    layer_weights: dict[str, float]
+    type: str = "PerceptualLoss"
+    vgg_type: str = "vgg19"
+    use_input_norm: bool = True
+    range_norm: bool = False
+    perceptual_weight: float = 1.0
+    style_weight: float = 0.0
+    criterion: str = "l1"
+    vgg_weights: str | None = None
+
+
+@dataclass
+class SecondOrderOptions:
+    """The top-level keys of Real-ESRGAN's option files that configure its second-order degradation
+    (RealESRGANModel / RealESRNetModel, and HAT's RealHAT models): resize (up, down, keep) probabilities and
+    scale ranges, Gaussian (σ on the 0..255 scale) or Poisson noise, gray-noise chance and JPEG quality
+    ranges for each stage, the second stage's blur chance, which targets are unsharp-masked, the patch
+    size and the training-pair pool. Defaults are those of `train_realesrgan_x4plus.yml`."""
+
+    gt_size: int = 256
+    queue_size: int = 180
+    gt_usm: bool = True
+    l1_gt_usm: bool = True
+    percep_gt_usm: bool = True
+    gan_gt_usm: bool = False
+    resize_prob: list[float] = field(default_factory=lambda: [0.2, 0.7, 0.1])
+    resize_range: list[float] = field(default_factory=lambda: [0.15, 1.5])
+    gaussian_noise_prob: float = 0.5
+    noise_range: list[float] = field(default_factory=lambda: [1.0, 30.0])
+    poisson_scale_range: list[float] = field(default_factory=lambda: [0.05, 3.0])
+    gray_noise_prob: float = 0.4
+    jpeg_range: list[float] = field(default_factory=lambda: [30.0, 95.0])
+    second_blur_prob: float = 0.8
+    resize_prob2: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])
+    resize_range2: list[float] = field(default_factory=lambda: [0.3, 1.2])
+    gaussian_noise_prob2: float = 0.5
+    noise_range2: list[float] = field(default_factory=lambda: [1.0, 25.0])
+    poisson_scale_range2: list[float] = field(default_factory=lambda: [0.05, 2.5])
+    gray_noise_prob2: float = 0.4
+    jpeg_range2: list[float] = field(default_factory=lambda: [30.0, 95.0])
+
+
+@dataclass
 class TrainSettings:
     optim_g: OptimizerOptions
     total_iter: int
@@ -164,6 +247,13 @@ class TrainSettings:
     grad_clip: float | None = None
     amp: str | None = None
     channels_last: bool = False
+    # GAN model types (SRGANModel, RealESRGANModel, RealHATGANModel): the discriminator's optimiser, the
+    # adversarial and perceptual losses, and how often the generator steps (BasicSR's keys).
+    optim_d: OptimizerOptions | None = None
+    perceptual_opt: PerceptualLossOptions | None = None
+    gan_opt: GANLossOptions | None = None
+    net_d_iters: int = 1
+    net_d_init_iters: int = 0
 
 
 @dataclass
@@ -181,6 +271,7 @@ class TrainOptions:
     network_g: NetworkOptions
     datasets: dict[str, DatasetOptions]
     train: TrainSettings
+    network_d: NetworkOptions | None = None
     model_type: str = "SRModel"
     num_gpu: int | str = "auto"
     manual_seed: int | None = None
@@ -190,6 +281,11 @@ class TrainOptions:
     dist_params: dict[str, Any] | None = None
     print_network: bool = False
     find_unused_parameters: bool = False
+    # Real-ESRGAN's degradation keys, written at the top level of its files (gathered here when present).
+    degradation: SecondOrderOptions | None = None
+
+
+SECOND_ORDER_KEYS = tuple(f.name for f in dataclasses.fields(SecondOrderOptions))
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -218,7 +314,14 @@ def load_train_options(path: str | Path, overrides: list[str] | tuple[str, ...] 
     data = read_yaml(path)
     for override in overrides:
         apply_override(data, override, Path(path))
-    return parse(TrainOptions, data, Path(path))
+    if "degradation" in data:
+        raise OptionsError(f"{path}: degradation: unknown option (its keys go at the top level)")
+    degradation = {key: data.pop(key) for key in SECOND_ORDER_KEYS if key in data}
+    opt = parse(TrainOptions, data, Path(path))
+    if degradation:
+        opt.degradation = parse(SecondOrderOptions, degradation, Path(path))
+        _check_second_order(opt.degradation, Path(path))
+    return opt
 
 
 def apply_override(data: dict, override: str, source: Path) -> None:
@@ -278,6 +381,7 @@ def _check_dataset(opt: DatasetOptions, source: Path, where: str) -> None:
         allowed = "rgb, gray or y" if degraded else "RGB only"
         raise OptionsError(f"{source}: {_join(where, 'color')}: {opt.color!r} is not supported ({allowed})")
     _check_degradations(opt, source, where, degraded)
+    _check_blur_kernels(opt, source, where)
     for key in ("mean", "std"):
         if getattr(opt, key) is not None:
             raise OptionsError(
@@ -309,6 +413,85 @@ def _check_degradations(opt: DatasetOptions, source: Path, where: str, degraded:
     for key in ("noise_clip_prob", "gray_prob"):
         if not 0 <= getattr(opt, key) <= 1:
             raise OptionsError(f"{source}: {_join(where, key)}: a probability is between 0 and 1")
+
+
+REAL_KERNEL_KEYS = tuple(
+    f"{key}{stage}"
+    for stage in ("", "2")
+    for key in ("kernel_list", "kernel_prob", "blur_sigma", "betag_range", "betap_range", "sinc_prob")
+) + ("final_sinc_prob",)
+
+
+def _probability(value: float, source: Path, where: str) -> None:
+    if not 0 <= value <= 1:
+        raise OptionsError(f"{source}: {where}: a probability is between 0 and 1, got {value:g}")
+
+
+def _range(value: list[float], source: Path, where: str, low: float = 0.0, high: float = float("inf")):
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise OptionsError(f"{source}: {where}: expected [low, high] within [{low:g}, {high:g}], got {value}")
+
+
+def _check_blur_kernels(opt: DatasetOptions, source: Path, where: str) -> None:
+    """Real-ESRGAN's kernel keys: only for RealESRGANDataset, known kernel types, one probability each."""
+    from sr.data.blur_kernels import KERNEL_TYPES, PADDED_SIZE
+
+    real = opt.type == "RealESRGANDataset"
+    for key in REAL_KERNEL_KEYS:
+        value = getattr(opt, key)
+        if value is None:
+            continue
+        if not real:
+            raise OptionsError(f"{source}: {_join(where, key)}: only RealESRGANDataset uses blur kernels")
+        if key.startswith(("sinc_prob", "final_sinc_prob")):
+            _probability(value, source, _join(where, key))
+        elif key.startswith("kernel_list"):
+            unknown = [k for k in value if k not in KERNEL_TYPES]
+            if unknown:
+                raise OptionsError(
+                    f"{source}: {_join(where, key)}: unknown kernel type {unknown[0]!r} "
+                    f"(known: {', '.join(KERNEL_TYPES)})"
+                )
+        elif key.startswith("kernel_prob"):
+            listed = getattr(opt, key.replace("prob", "list"))
+            if listed and len(listed) != len(value) or min(value) < 0 or sum(value) <= 0:
+                raise OptionsError(
+                    f"{source}: {_join(where, key)}: one non-negative probability per kernel_list entry"
+                )
+        else:
+            _range(value, source, _join(where, key), low=1e-6)
+    for key in ("blur_kernel_size", "blur_kernel_size2"):
+        if real and getattr(opt, key) != PADDED_SIZE:
+            raise OptionsError(
+                f"{source}: {_join(where, key)}: only {PADDED_SIZE} is supported (Real-ESRGAN draws sizes "
+                f"7..21 and pads them to 21)"
+            )
+    if opt.bicubic_prob and not real:
+        raise OptionsError(f"{source}: {_join(where, 'bicubic_prob')}: only RealESRGANDataset uses it")
+    _probability(opt.bicubic_prob, source, _join(where, "bicubic_prob"))
+    if real and opt.meta_info and opt.meta_info_file:
+        raise OptionsError(f"{source}: {_join(where, 'meta_info')}: give it or meta_info_file, not both")
+
+
+def _check_second_order(opt: SecondOrderOptions, source: Path) -> None:
+    """Probabilities in [0, 1], ordered ranges, three resize probabilities, JPEG qualities in 1..100."""
+    for key in ("gaussian_noise_prob", "gray_noise_prob", "second_blur_prob"):
+        for name in (key, f"{key}2") if key != "second_blur_prob" else (key,):
+            _probability(getattr(opt, name), source, name)
+    for name in ("resize_prob", "resize_prob2"):
+        value = getattr(opt, name)
+        if len(value) != 3 or min(value) < 0 or sum(value) <= 0:
+            raise OptionsError(f"{source}: {name}: expected three [up, down, keep] probabilities (not all 0)")
+    for name in ("resize_range", "resize_range2"):
+        _range(getattr(opt, name), source, name, low=1e-3)
+        if not getattr(opt, name)[0] <= 1 <= getattr(opt, name)[1]:
+            raise OptionsError(f"{source}: {name}: the range must contain 1 (down below it, up above it)")
+    for name in ("noise_range", "noise_range2", "poisson_scale_range", "poisson_scale_range2"):
+        _range(getattr(opt, name), source, name)
+    for name in ("jpeg_range", "jpeg_range2"):
+        _range(getattr(opt, name), source, name, low=1, high=100)
+    if opt.gt_size < 4 or opt.queue_size < 0:
+        raise OptionsError(f"{source}: gt_size must be at least 4 and queue_size not negative")
 
 
 def _convert(hint: Any, value: Any, source: Path, where: str) -> Any:

@@ -19,6 +19,7 @@ from sr.onnx.runtime import OrtModule, session
 # Shrink a preset to test size, keeping what distinguishes it (upsampler, windows, ratios, connections).
 SMALL = {
     "PAN": {"nb": 2},
+    "RRDBNet": {"num_feat": 16, "num_block": 1, "num_grow_ch": 8},
     "A2N": {"nb": 2},
     "RCAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},
     "HAN": {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 16, "reduction": 4},

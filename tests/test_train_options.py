@@ -13,6 +13,7 @@ TRAIN_OPTIONS = sorted((ROOT / "options" / "train").rglob("*.yml"))
 # The bundled models' files train on ../shared/data/train as they were trained here.
 BUNDLED = {
     "train_PAN_x4_default",
+    "train_PAN_x4_realworld",
     "train_RCAN_denoise_colour_blind",
     "train_RCAN_denoise_colour_blind_finetune",
     "train_RCAN_jpeg_colour_blind",
@@ -25,7 +26,7 @@ def test_every_family_has_train_options():
     families = {p.parent.name for p in TRAIN_OPTIONS}
     assert families == {
         "PAN", "RCAN", "HAN", "SwinIR", "HAT", "SRFormer", "DAT", "CAMixerSR", "DRCT", "CFSR", "A2N",
-        "DLGSANet", "Histoformer", "HOGformer",
+        "DLGSANet", "Histoformer", "HOGformer", "RRDBNet",
     }
 
 

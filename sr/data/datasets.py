@@ -1,6 +1,7 @@
 """Training datasets: paired HR/LR folders (BasicSR's PairedImageDataset) and HR-only folders degraded on the
 fly: MATLAB-exact bicubic for super-resolution (BicubicHRDataset, and HAT's ImageNetPairedDataset), noise and
-JPEG for restoration (DegradedHRDataset).
+JPEG for restoration (DegradedHRDataset), Real-ESRGAN's second-order degradation for real-world models
+(RealESRGANDataset).
 
 Items are addressed by (index, seed): the seed drives the crop and augmentation, so a sample does not depend
 on which worker process makes it. Every file is checked when the dataset is built, so a missing folder or an
@@ -18,12 +19,13 @@ import torch
 from PIL import Image as PILImage
 from torch.utils.data import Dataset
 
+from sr.data import second_order
 from sr.data.augment import augment, paired_random_crop, random_crop
-from sr.data.degradations import add_noise, jpeg, to_gray, to_luma
+from sr.data.degradations import add_noise, jpeg, to_gray, to_luma, usm_sharpen
 from sr.data.imresize import imresize
 from sr.evaluate import DatasetError, as_rgb, find_pairs
 from sr.imageio import IMAGE_EXTENSIONS, ImageError, read_image, to_uint8
-from sr.options import DatasetOptions
+from sr.options import DatasetOptions, SecondOrderOptions
 
 Sample = dict[str, torch.Tensor | str]
 
@@ -128,7 +130,7 @@ class PairedImageDataset(PatchDataset):
 class HRFolderDataset(PatchDataset):
     """HR images from one or more `dataroot_gt` folders (or a meta_info list); subclasses degrade them."""
 
-    stretch_small = False  # images smaller than the patch are left out (listed in `skipped`)
+    keep_small = False  # images smaller than the patch are left out (listed in `skipped`)
 
     def __init__(self, opt: DatasetOptions, scale: int, where: str) -> None:
         super().__init__(opt, scale, where)
@@ -138,15 +140,16 @@ class HRFolderDataset(PatchDataset):
         self.files: list[Path] = []
         for root in roots:
             folder = _folder(root, "dataroot_gt", where)
-            if opt.meta_info_file:
-                found = [folder / name for name in _meta_names(opt.meta_info_file, where)]
+            meta_info = opt.meta_info_file or opt.meta_info
+            if meta_info:
+                found = [folder / name for name in _meta_names(meta_info, where)]
             else:
                 found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 raise DatasetError(f"{where}: {folder} holds no images")
             self.files += found
         for path in self.files:
-            if min(_size(path)) < self.gt_size and not self.stretch_small:
+            if min(_size(path)) < self.gt_size and not self.keep_small:
                 self.skipped.append(path)
         skipped = set(self.skipped)
         self.files = [p for p in self.files if p not in skipped]
@@ -191,7 +194,7 @@ class ImageNetPairedDataset(BicubicHRDataset):
     augmented together.
     """
 
-    stretch_small = True
+    keep_small = True
 
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         index, seed = key
@@ -274,19 +277,91 @@ class DegradedHRDataset(HRFolderDataset):
         return self._finish(gt, np.ascontiguousarray(lq), rng, path.stem)
 
 
+class RealESRGANDataset(HRFolderDataset):
+    """Real-world SR pairs: HR images degraded by Real-ESRGAN's second-order model (`sr.data.second_order`).
+
+    As `RealESRGANDataset` + `RealESRGANModel.feed_data`: flip/rotate the HR image, crop it (or pad it,
+    mirrored) to `crop_pad_size`, draw the three filters, degrade (from the unsharp-masked HR when
+    `usm_input`), then crop an aligned `gt_size` patch pair. Items also carry `gt_usm`, the sharpened HR
+    patch, when the model trains towards it (`gt_usm` / `l1_gt_usm` / ... keys). `bicubic_prob` (ours, 0 in
+    Real-ESRGAN) makes that share of the LR patches by plain MATLAB bicubic, so a model also keeps what it
+    knew of clean inputs.
+    """
+
+    keep_small = True  # padded to crop_pad_size, as Real-ESRGAN does
+
+    def __init__(
+        self,
+        opt: DatasetOptions,
+        scale: int,
+        where: str,
+        degradation: SecondOrderOptions,
+        *,
+        usm_input: bool,
+        usm_target: bool,
+    ) -> None:
+        super().__init__(opt, scale, where)
+        if degradation.gt_size > opt.crop_pad_size:
+            raise DatasetError(
+                f"{where}: gt_size {degradation.gt_size} exceeds crop_pad_size {opt.crop_pad_size}"
+            )
+        if degradation.gt_size % scale:
+            raise DatasetError(
+                f"{where}: gt_size {degradation.gt_size} is not a multiple of the scale {scale}"
+            )
+        self.degradation, self.crop_pad, self.bicubic_prob = degradation, opt.crop_pad_size, opt.bicubic_prob
+        self.kernels = second_order.kernel_settings(opt)
+        self.usm_input, self.usm_target = usm_input, usm_target
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        path, image = self._read(index)
+        rng = np.random.default_rng(seed)
+        (hr,) = augment([as_rgb(image.pixels)], rng, hflip=self.hflip, rotation=self.rotation)
+        size, (h, w) = self.crop_pad, hr.shape[:2]
+        if h < size or w < size:
+            hr = cv2.copyMakeBorder(hr, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
+        hr = np.ascontiguousarray(random_crop(hr, size, rng))
+        kernels = second_order.draw_kernels(rng, self.kernels)
+        sharp = usm_sharpen(hr) if self.usm_input or self.usm_target else None
+        source = sharp if self.usm_input else hr
+        if self.bicubic_prob and rng.uniform() < self.bicubic_prob:
+            lq = imresize(to_uint8(source), 1 / self.scale).astype(np.float32) / 255
+        else:
+            lq = second_order.degrade(source, rng, self.degradation, kernels, self.scale)
+        gt_size = self.degradation.gt_size
+        stacked = hr if sharp is None else np.concatenate([hr, sharp], axis=2)
+        stacked, lq = paired_random_crop(stacked, lq, gt_size, self.scale, rng, str(path))
+        sample = {"lq": _to_tensor(lq), "gt": _to_tensor(stacked[..., :3]), "name": path.stem}
+        if self.usm_target:
+            sample["gt_usm"] = _to_tensor(stacked[..., 3:])
+        return sample
+
+
 DATASET_TYPES = {
     "PairedImageDataset": PairedImageDataset,
     "BicubicHRDataset": BicubicHRDataset,
     "DegradedHRDataset": DegradedHRDataset,
     "ImageNetPairedDataset": ImageNetPairedDataset,
+    "RealESRGANDataset": RealESRGANDataset,
 }
 
 
-def build_dataset(opt: DatasetOptions, scale: int, where: str) -> PatchDataset:
-    """The training dataset an options entry describes; `where` names it in errors (file: key)."""
+def build_dataset(opt: DatasetOptions, scale: int, where: str, **real_world) -> PatchDataset:
+    """The training dataset an options entry describes; `where` names it in errors (file: key).
+
+    `real_world` (degradation, usm_input, usm_target) goes to RealESRGANDataset: the model's settings.
+    """
     cls = DATASET_TYPES.get(opt.type)
     if cls is None:
         raise DatasetError(
             f"{where}.type: unknown dataset type {opt.type!r} (known: {', '.join(DATASET_TYPES)})"
         )
+    if cls is RealESRGANDataset:
+        if not real_world:
+            raise DatasetError(
+                f"{where}.type: RealESRGANDataset is degraded by a real-world model type (model_type: "
+                "RealESRNetModel, RealESRGANModel, RealHATMSEModel or RealHATGANModel)"
+            )
+        return cls(opt, scale, where, **real_world)
     return cls(opt, scale, where)

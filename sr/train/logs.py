@@ -70,7 +70,11 @@ class TrainLog:
         else:
             print(text, flush=True)
 
-    def iteration(self, it: int, epoch: int, loss: float, lr: float) -> None:
+    def iteration(
+        self, it: int, epoch: int, loss: float, lr: float, terms: dict[str, float] | None = None
+    ) -> None:
+        """Record one iteration: the total loss (CSV, TensorBoard, progress bar) and, for GAN training, its
+        terms and the discriminator's (TensorBoard and the printed lines)."""
         now = time.perf_counter()
         done = it - self.start
         self.rate = done / max(now - self.began, 1e-9)
@@ -79,6 +83,8 @@ class TrainLog:
         if self.writer is not None:
             self.writer.add_scalar("losses/l_pix", loss, it)
             self.writer.add_scalar("lr", lr, it)
+            for name, value in (terms or {}).items():
+                self.writer.add_scalar(f"losses/{name}", value, it)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
@@ -87,7 +93,7 @@ class TrainLog:
             self.window_start, self.window_iter = now, it
             eta = timedelta(seconds=round((self.total - it) / max(rate, 1e-9)))
             line = f"[iter {it}/{self.total} epoch {epoch}] loss {loss:.4e} lr {lr:.3e} {rate:.2f} it/s"
-            line += f" eta {eta}"
+            line += f" eta {eta}" + "".join(f" {k} {v:.4e}" for k, v in (terms or {}).items())
             self.text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             self.text.flush()
             if self.bar is None:

@@ -1,8 +1,9 @@
 """Training checkpoints: weights as safetensors (`params` and `params_ema`) plus a training-state file.
 
-Layout under the experiment folder, BasicSR-like: `models/net_g_<iter>.safetensors` and
-`training_states/<iter>.state`. Both are written atomically (temporary file, then rename), weights first,
-so a state file always has its weights; `latest()` finds the newest complete pair for --auto-resume.
+Layout under the experiment folder, BasicSR-like: `models/net_g_<iter>.safetensors` (and a GAN run's
+`models/net_d_<iter>.safetensors`) and `training_states/<iter>.state`. All are written atomically
+(temporary file, then rename), weights first, so a state file always has its weights; `latest()` finds the
+newest complete pair for --auto-resume.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def save(
     write_atomically(weights, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     write_atomically(state_path(root, iteration), lambda tmp: torch.save(state, tmp))
     return weights
+
+
+def save_discriminator(root: Path, iteration: int, net_d: nn.Module) -> Path:
+    """A GAN run's discriminator as `models/net_d_<iter>.safetensors` (BasicSR saves net_d_<iter>.pth), for
+    `path.pretrain_network_d` of a later run; written before the state file that names the iteration."""
+    path = root / "models" / f"net_d_{iteration}.safetensors"
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net_d.state_dict().items()}
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={"iteration": str(iteration)}))
+    return path
 
 
 def latest(root: Path) -> int | None:

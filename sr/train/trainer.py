@@ -23,11 +23,12 @@ from sr.checkpoint import CheckpointError, read_state_dict
 from sr.data.datasets import build_dataset
 from sr.data.sampler import TrainBatchSampler
 from sr.loading import LoadedModel, ModelLoadError, input_channels, load_weights, network_params, resolve
-from sr.options import TrainOptions
+from sr.options import SecondOrderOptions, TrainOptions
 from sr.train import distributed, state
 from sr.train.ema import EMA
 from sr.train.logs import TrainLog
 from sr.train.losses import PixelLoss
+from sr.train.pool import PairPool
 from sr.train.schedule import check_scheduler, lr_at
 from sr.train.validate import check_metrics, val_sets, validate
 
@@ -41,6 +42,15 @@ MODEL_TYPES = (
     "SRFormerModel",
     "CAMixerSRModel",
 )
+# Real-world model types (Real-ESRGAN's, HAT's): HR images degraded on the fly by the second-order pipeline;
+# value: whether the type trains adversarially. SRGANModel is BasicSR's GAN on ordinary pairs.
+REAL_WORLD_TYPES = {
+    "RealESRNetModel": False,
+    "RealHATMSEModel": False,
+    "RealESRGANModel": True,
+    "RealHATGANModel": True,
+}
+GAN_TYPES = ("SRGANModel", "RealESRGANModel", "RealHATGANModel")
 OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
@@ -69,14 +79,19 @@ class Trainer:
         self.dist = distributed.setup(opt.num_gpu)
         self.root = Path(opt.path.experiments_root or Path("experiments") / opt.name)
         where = str(source)
-        if opt.model_type not in MODEL_TYPES:
-            raise TrainError(
-                f"{where}: model_type: {opt.model_type!r} is not a pixel-loss SR model type "
-                f"(known: {', '.join(MODEL_TYPES)})"
-            )
+        known = (*MODEL_TYPES, *REAL_WORLD_TYPES, "SRGANModel")
+        if opt.model_type not in known:
+            raise TrainError(f"{where}: model_type: unknown {opt.model_type!r} (known: {', '.join(known)})")
         train = opt.train
-        if train.pixel_opt is None:
+        self.real_world = opt.model_type in REAL_WORLD_TYPES
+        self.gan = opt.model_type in GAN_TYPES
+        if train.pixel_opt is None and not self.gan:
             raise TrainError(f"{where}: train.pixel_opt: required (the pixel loss)")
+        if opt.degradation is not None and not self.real_world:
+            raise TrainError(
+                f"{where}: the top-level degradation keys (resize_prob, noise_range, ...) are read by the "
+                f"real-world model types only ({', '.join(REAL_WORLD_TYPES)}), not {opt.model_type}"
+            )
         if train.optim_g.type not in OPTIMIZERS:
             raise TrainError(
                 f"{where}: train.optim_g.type: unknown optimiser {train.optim_g.type!r} "
@@ -90,7 +105,7 @@ class Trainer:
             raise TrainError(f"{where}: datasets.train: required")
         try:
             check_scheduler(train.scheduler)
-            self.loss = PixelLoss(train.pixel_opt)
+            self.loss = PixelLoss(train.pixel_opt) if train.pixel_opt else None
             check_metrics(opt.val.metrics if opt.val else {}, f"{where}: val.metrics")
         except ValueError as error:
             raise TrainError(f"{where}: train: {error}") from None
@@ -114,7 +129,16 @@ class Trainer:
 
         # Data is checked now, so a missing folder or a bad image stops the run before it starts.
         train_opt = opt.datasets["train"]
-        self.dataset = build_dataset(train_opt, opt.scale, f"{where}: datasets.train")
+        self.degradation = opt.degradation or SecondOrderOptions() if self.real_world else None
+        self.dataset = build_dataset(
+            train_opt, opt.scale, f"{where}: datasets.train", **self._real_world_data(train_opt.type)
+        )
+        self.pool = None
+        if self.degradation is not None and self.degradation.queue_size:
+            try:
+                self.pool = PairPool(self.degradation.queue_size, train_opt.batch_size_per_gpu, self.seed)
+            except ValueError as error:
+                raise TrainError(f"{where}: {error}") from None
         self.val_sets = val_sets(opt.datasets, where) if opt.val and opt.val.val_freq else []
         try:
             self.sampler = TrainBatchSampler(
@@ -140,6 +164,15 @@ class Trainer:
             lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps, amsgrad=o.amsgrad
         )
         self.optimizer = OPTIMIZERS[o.type](params, **kwargs)
+        self.adversary = None
+        if self.gan:
+            from sr.train.adversarial import Adversary
+            from sr.zoo import models_dir
+
+            try:
+                self.adversary = Adversary(opt, source, device, models_dir(), OPTIMIZERS)
+            except ValueError as error:
+                raise TrainError(str(error)) from None
         self.start_iter = 0
         resume_from = self._resume_point(auto_resume)
         if resume_from is not None:
@@ -164,6 +197,26 @@ class Trainer:
             persistent_workers=workers > 0,
             pin_memory=train_opt.pin_memory and device.type == "cuda",
         )
+
+    def _real_world_data(self, dataset_type: str) -> dict:
+        """What RealESRGANDataset needs from a real-world model's options: the degradation settings,
+        whether the LR is made from the unsharp-masked HR, whether a sharpened target is needed."""
+        d = self.degradation
+        if d is None or dataset_type != "RealESRGANDataset":
+            return {}
+        # RealESRNetModel sharpens the HR (input and target) when gt_usm; RealESRGANModel always degrades
+        # the sharpened HR and picks the target of each loss with l1/percep/gan_gt_usm.
+        if self.gan:
+            return dict(
+                degradation=d, usm_input=True, usm_target=d.l1_gt_usm or d.percep_gt_usm or d.gan_gt_usm
+            )
+        return dict(degradation=d, usm_input=d.gt_usm, usm_target=d.gt_usm)
+
+    def _target(self, batch: dict, flag: str) -> torch.Tensor:
+        """The ground truth a loss compares with: the sharpened one where the options say so."""
+        d = self.degradation
+        sharpened = d is not None and "gt_usm" in batch and getattr(d, flag if self.gan else "gt_usm")
+        return batch["gt_usm" if sharpened else "gt"]
 
     def _load_pretrained(self, path: str) -> None:
         p = self.opt.path
@@ -193,6 +246,10 @@ class Trainer:
                 )
             self.ema.model.load_state_dict(ema)
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.pool is not None:
+            self.pool.load_state_dict(saved["pool"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(saved["adversary"])
         torch.set_rng_state(saved["torch_rng"])
         if saved.get("seed") != self.seed:
             raise TrainError(
@@ -202,12 +259,17 @@ class Trainer:
         self.start_iter = iteration
 
     def _state(self, iteration: int) -> dict:
-        return {
+        saved = {
             "iter": iteration,
             "seed": self.seed,
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.pool is not None:
+            saved["pool"] = self.pool.state_dict()
+        if self.adversary is not None:
+            saved["adversary"] = self.adversary.state_dict()
+        return saved
 
     def _settings(self) -> dict:
         """What the weights cannot tell, recorded in them so `sr.load_model` rebuilds this network exactly."""
@@ -219,26 +281,39 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
 
-    def _step(self, batch: dict, iteration: int) -> tuple[float, float]:
+    def _step(self, batch: dict, iteration: int) -> tuple[float, float, dict[str, float]]:
         device = self.dist.device
-        lq = batch["lq"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        gt = batch["gt"].to(device, non_blocking=True)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        if self.pool is not None:
+            batch = self.pool.exchange(batch)
+        lq = batch["lq"].contiguous(memory_format=self.memory_format)
         lr = lr_at(iteration, self.opt.train.optim_g.lr, self.opt.train.scheduler, self.opt.train.warmup_iter)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.model(lq)
-        loss = self.loss(out, gt)
-        if not torch.isfinite(loss):
-            raise TrainError(f"iteration {iteration}: the loss is {loss.item()} (diverged; lower the lr?)")
-        loss.backward()
-        if self.opt.train.grad_clip:
-            nn.utils.clip_grad_norm_(self.net.parameters(), self.opt.train.grad_clip)
-        self.optimizer.step()
+        terms: dict[str, torch.Tensor] = {}
+        if self.adversary is None or self.adversary.generator_steps(iteration):
+            if self.loss is not None:
+                terms["l_g_pix"] = self.loss(out, self._target(batch, "l1_gt_usm"))
+            if self.adversary is not None:
+                terms |= self.adversary.generator_losses(out, self._target(batch, "percep_gt_usm"))
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise TrainError(
+                    f"iteration {iteration}: the loss is {loss.item()} (diverged; lower the lr?)"
+                )
+            loss.backward()
+            if self.opt.train.grad_clip:
+                nn.utils.clip_grad_norm_(self.net.parameters(), self.opt.train.grad_clip)
+            self.optimizer.step()
+        logged = {k: v.item() for k, v in terms.items()}
+        if self.adversary is not None:
+            logged |= self.adversary.discriminator_step(iteration, out, self._target(batch, "gan_gt_usm"))
         if self.ema is not None:
             self.ema.update(self.net)
-        return loss.item(), lr
+        return sum(v for k, v in logged.items() if k.startswith("l_g")), lr, logged
 
     def _validate(self, log: TrainLog, iteration: int) -> None:
         net = self.ema.model if self.ema is not None else self.net
@@ -294,11 +369,13 @@ class Trainer:
                 self.sampler.start(epoch, skip)
                 for batch in self.loader:
                     iteration += 1
-                    loss, lr = self._step(batch, iteration)
+                    loss, lr, terms = self._step(batch, iteration)
                     if log:
-                        log.iteration(iteration, epoch, loss, lr)
+                        log.iteration(iteration, epoch, loss, lr, terms if self.adversary else None)
                     if iteration % save_freq == 0 or iteration == total:
                         if self.dist.main:
+                            if self.adversary is not None:
+                                state.save_discriminator(self.root, iteration, self.adversary.net)
                             weights = state.save(
                                 self.root,
                                 iteration,
