@@ -96,6 +96,8 @@ def _nest_wrappers(tensors: dict) -> dict:
         if head not in WRAPPER_KEYS or not rest:
             return tensors
         groups.setdefault(head, {})[rest] = value
+    if all(k.split(".")[0].isdigit() for k in groups.get("model", {"x": 0})):
+        return tensors  # `model.0.weight`, ...: an nn.Sequential named model (the original ESRGAN's layout)
     return groups
 
 

@@ -60,10 +60,12 @@ def scale_from_filename(name: str) -> int | None:
 
 
 # Models trained by this project and shipped inside the package, by name: the default super-resolution model
-# (PAN x4, options/train/PAN/train_PAN_x4_default.yml) and one per restoration task (`sr restore --task`).
+# (PAN x4, options/train/PAN/train_PAN_x4_default.yml), its real-world fine-tune (train_PAN_x4_realworld.yml)
+# and one per restoration task (`sr restore --task`).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLED = {
     "default": "PANx4_default.safetensors",
+    "realworld": "PANx4_realworld.safetensors",
     "denoise": "RCAN_denoise_colour_blind.safetensors",
     "jpeg": "RCAN_jpeg_colour_blind.safetensors",
 }

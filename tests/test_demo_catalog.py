@@ -28,17 +28,19 @@ def test_offers_default_cached_zoo_models_and_folder_files(models_dir, pan_weigh
         (folder / name).write_bytes(b"x")
     (folder / "sub.pth").mkdir()
     offered = discover(folder)
-    assert list(offered)[:7] == ["default", "denoise", "jpeg", "PAN-x3", "a.onnx", "b.safetensors", "c.pth"]
+    assert list(offered)[:8] == [
+        "default", "realworld", "denoise", "jpeg", "PAN-x3", "a.onnx", "b.safetensors", "c.pth"
+    ]
     assert offered["PAN-x3"] == "PAN-x3" and offered["a.onnx"] == str(folder / "a.onnx")
     # then every zoo model that can be downloaded, in catalogue order
     downloadable = [e.name for e in zoo.ZOO.values() if e.urls and not e.unsupported and e.name != "PAN-x3"]
-    assert list(offered)[7:] == downloadable
+    assert list(offered)[8:] == downloadable
     # the zoo's own folder as the models folder lists its files once, by zoo name
-    assert list(discover(models_dir))[:4] == ["default", "denoise", "jpeg", "PAN-x3"]
+    assert list(discover(models_dir))[:5] == ["default", "realworld", "denoise", "jpeg", "PAN-x3"]
     # a task offers its own bundled model first and no model of another task
     jpeg_models = [e.name for e in zoo.ZOO.values() if e.task == "jpeg"]
     assert list(discover(models_dir, "jpeg")) == ["jpeg", *jpeg_models]
-    assert list(discover(models_dir, "sr"))[:2] == ["default", "PAN-x3"]
+    assert list(discover(models_dir, "sr"))[:3] == ["default", "realworld", "PAN-x3"]
     assert "denoise" not in discover(models_dir, "sr") and "default" not in discover(models_dir, "denoise")
 
 

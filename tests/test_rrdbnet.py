@@ -80,6 +80,16 @@ def test_old_esrgan_layout_loads_as_the_same_network(spandrel, scale):
     assert all(torch.equal(tensor, state_dict[key]) for key, tensor in ours.state_dict().items())
 
 
+def test_old_esrgan_layout_loads_from_safetensors(spandrel, tmp_path):
+    """A flat safetensors file of `model.<i>.*` keys is the Sequential itself, not a `model` wrapper."""
+    state_dict = random_weights(4, scale=4, **TINY)
+    old = spandrel.ModelLoader().load_from_state_dict(state_dict).model.state_dict()
+    save_file({k: v.contiguous() for k, v in old.items()}, tmp_path / "esrgan.safetensors")
+    net = sr.load_model(tmp_path / "esrgan.safetensors")
+    assert net.family == "RRDBNet"
+    assert all(torch.equal(t, state_dict[k]) for k, t in net.model.state_dict().items())
+
+
 def bsrgan_keys(state_dict: dict) -> dict:
     """BasicSR's names renamed to BSRGAN's (RRDB_trunk.<i>.RDB<r>, trunk_conv, upconv1/2, HRconv)."""
     renames = {

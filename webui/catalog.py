@@ -15,7 +15,8 @@ from sr import zoo
 from sr.loading import BUNDLED, WEIGHTS_DIR, LoadedModel, ModelLoadError, load_model
 
 MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".onnx")
-BUNDLED_TASKS = {"default": "sr", "denoise": "denoise", "jpeg": "jpeg"}  # the task of each bundled model
+# the task of each bundled model
+BUNDLED_TASKS = {"default": "sr", "realworld": "sr", "denoise": "denoise", "jpeg": "jpeg"}
 
 
 def discover(models_dir: Path | None, task: str | None = None) -> dict[str, str]:

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
 
 BUNDLED_TEXT = {
     "default": "PAN x4 super-resolution (used by `sr upscale` without -m)",
+    "realworld": "PAN x4 for real photos: blur, noise, JPEG (`sr upscale -m realworld`)",
     "denoise": "RCAN x1 colour denoising, any noise level up to 50 (`sr restore --task denoise`)",
     "jpeg": "RCAN x1 colour JPEG artifact removal, any quality from 10 (`sr restore --task jpeg`)",
 }
