@@ -15,6 +15,7 @@ import torch
 from sr.checkpoint import CheckpointError, read_state_dict
 from sr.options import TrainOptions
 from sr.train.losses import GANLoss, PerceptualLoss
+from sr.train.optimizers import build_optimizer, check_optimizer
 from sr.train.schedule import lr_at
 from sr.train.vgg_weights import vgg_state_dict
 
@@ -26,9 +27,7 @@ class AdversaryError(ValueError):
 class Adversary:
     """net_d + optim_d + GAN and perceptual losses, built from a GAN model type's options."""
 
-    def __init__(
-        self, opt: TrainOptions, source: Path, device: torch.device, models_dir: Path, optimizers: dict
-    ) -> None:
+    def __init__(self, opt: TrainOptions, source: Path, device: torch.device, models_dir: Path) -> None:
         from archs.discriminators import DISCRIMINATORS
 
         train, where = opt.train, str(source)
@@ -58,18 +57,12 @@ class Adversary:
                 self.perceptual = PerceptualLoss(p, weights).to(device)
             except ValueError as error:
                 raise AdversaryError(f"{where}: train.perceptual_opt: {error}") from None
-        if train.optim_d.type not in optimizers:
-            raise AdversaryError(f"{where}: train.optim_d.type: unknown optimiser {train.optim_d.type!r}")
+        try:
+            check_optimizer(train.optim_d)
+        except ValueError as error:
+            raise AdversaryError(f"{where}: train.optim_d.type: {error}") from None
         self.net.to(device).train()
-        o = train.optim_d
-        self.optimizer = optimizers[o.type](
-            [p for p in self.net.parameters() if p.requires_grad],
-            lr=o.lr,
-            weight_decay=o.weight_decay,
-            betas=tuple(o.betas),
-            eps=o.eps,
-            amsgrad=o.amsgrad,
-        )
+        self.optimizer = build_optimizer(train.optim_d, self.net.parameters())
         self.opt = opt
 
     def _load(self, path: str, key: str | None, strict: bool) -> None:

@@ -28,6 +28,7 @@ from sr.train import distributed, state
 from sr.train.ema import EMA
 from sr.train.logs import TrainLog
 from sr.train.losses import PixelLoss
+from sr.train.optimizers import build_optimizer, check_optimizer
 from sr.train.pool import PairPool
 from sr.train.schedule import check_scheduler, lr_at
 from sr.train.validate import check_metrics, val_sets, validate
@@ -51,7 +52,6 @@ REAL_WORLD_TYPES = {
     "RealHATGANModel": True,
 }
 GAN_TYPES = ("SRGANModel", "RealESRGANModel", "RealHATGANModel")
-OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
 class TrainError(ValueError):
@@ -92,11 +92,10 @@ class Trainer:
                 f"{where}: the top-level degradation keys (resize_prob, noise_range, ...) are read by the "
                 f"real-world model types only ({', '.join(REAL_WORLD_TYPES)}), not {opt.model_type}"
             )
-        if train.optim_g.type not in OPTIMIZERS:
-            raise TrainError(
-                f"{where}: train.optim_g.type: unknown optimiser {train.optim_g.type!r} "
-                f"(known: {', '.join(OPTIMIZERS)})"
-            )
+        try:
+            check_optimizer(train.optim_g)
+        except ValueError as error:
+            raise TrainError(f"{where}: train.optim_g.type: {error}") from None
         if train.amp not in (None, "bf16"):
             raise TrainError(
                 f"{where}: train.amp: {train.amp!r} is not supported (use bf16, or leave it out)"
@@ -158,19 +157,14 @@ class Trainer:
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         self.net.to(device, memory_format=self.memory_format).train()
         self.ema = EMA(self.net, train.ema_decay) if train.ema_decay > 0 else None
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        o = train.optim_g
-        kwargs = dict(
-            lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas), eps=o.eps, amsgrad=o.amsgrad
-        )
-        self.optimizer = OPTIMIZERS[o.type](params, **kwargs)
+        self.optimizer = build_optimizer(train.optim_g, self.net.parameters())
         self.adversary = None
         if self.gan:
             from sr.train.adversarial import Adversary
             from sr.zoo import models_dir
 
             try:
-                self.adversary = Adversary(opt, source, device, models_dir(), OPTIMIZERS)
+                self.adversary = Adversary(opt, source, device, models_dir())
             except ValueError as error:
                 raise TrainError(str(error)) from None
         self.start_iter = 0
