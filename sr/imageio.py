@@ -165,14 +165,17 @@ def _decode_pillow(path: str | os.PathLike, pil: PILImage.Image) -> np.ndarray:
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
-def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+def orient(arr: np.ndarray, orientation: int, *, inverse: bool = False) -> np.ndarray:
+    """An H x W (x C) array as shown under EXIF `orientation` 1..8 (`inverse`: back to the stored layout)."""
     swap, flip_rows, flip_cols = _ORIENTATIONS.get(orientation, (False, False, False))
-    if swap:
+    if swap and not inverse:
         arr = arr.swapaxes(0, 1)
     if flip_rows:
         arr = arr[::-1]
     if flip_cols:
         arr = arr[:, ::-1]
+    if swap and inverse:
+        arr = arr.swapaxes(0, 1)
     return arr
 
 
@@ -210,7 +213,7 @@ def read_image(path: str | os.PathLike) -> Image:
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(path, _decode_problem(pil.format, e)) from None
         arr = _decode_deep(path, pil, data) if _is_deep_colour(pil, data) else _decode_pillow(path, pil)
-        arr = _orient(arr, pil.getexif().get(_EXIF_ORIENTATION, 1))
+        arr = orient(arr, pil.getexif().get(_EXIF_ORIENTATION, 1))
     depth = 16 if arr.dtype == np.uint16 else 8
     values = arr.astype(np.float32) / np.float32(65535 if depth == 16 else 255)
     colour = 1 if values.shape[2] <= 2 else 3

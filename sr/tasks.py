@@ -6,7 +6,9 @@ script (`main_test_swinir.py` in JingyunLiang/SwinIR) does it.
   instead: clipped to [0, 1] and rounded). Scored by PSNR and SSIM on all channels (RGB, or gray), no
   border crop.
 - JPEG: the 8-bit image encoded by OpenCV at the quality and decoded. Scored by PSNR, SSIM and PSNR-B on all
-  channels, no border crop.
+  channels, no border crop. The restored image is held to the quantisation intervals of the encoding
+  (`sr.jpeg_constraint`, as `sr restore --task jpeg` does with a JPEG file) unless `constrained` is off,
+  which gives the network's own output as the official script scores it.
 
 A gray model given a colour test image sees it converted as the official script reads it: OpenCV's gray
 (`IMREAD_GRAYSCALE`) for denoising, BT.601 luma for JPEG. A gray test image goes through a colour model
@@ -26,6 +28,7 @@ import numpy as np
 
 from sr.data.degradations import add_noise, check_quality, check_sigma, jpeg, official_noise, to_gray, to_luma
 from sr.imageio import IMAGE_EXTENSIONS, Image, read_image, to_uint8, write_image
+from sr.jpeg_constraint import project, quality_table
 from sr.loading import LoadedModel
 from sr.metrics import psnr, psnrb, ssim
 from sr.options import DatasetOptions
@@ -66,12 +69,16 @@ class Denoise:
     def gray(rgb: np.ndarray) -> np.ndarray:
         return to_gray(rgb)
 
+    def refine(self, restored: np.ndarray, degraded: np.ndarray) -> np.ndarray:
+        return restored
+
 
 @dataclass(frozen=True)
 class JPEG:
     """JPEG compression at `quality` (1..100) through OpenCV."""
 
     quality: int
+    constrained: bool = True
     name = "jpeg"
     metrics = ("psnr", "ssim", "psnrb")
 
@@ -80,7 +87,7 @@ class JPEG:
 
     @property
     def label(self) -> str:
-        return f"quality {self.quality}"
+        return f"quality {self.quality}" + (", constrained" if self.constrained else "")
 
     def degrade(self, clean: np.ndarray) -> np.ndarray:
         return jpeg(clean, self.quality).astype(np.float32) / np.float32(255)
@@ -88,6 +95,10 @@ class JPEG:
     @staticmethod
     def gray(rgb: np.ndarray) -> np.ndarray:
         return to_luma(rgb)
+
+    def refine(self, restored: np.ndarray, degraded: np.ndarray) -> np.ndarray:
+        """The restored image held to the encoding's quantisation intervals (when `constrained`)."""
+        return project(restored, degraded, quality_table(self.quality)) if self.constrained else restored
 
 
 Task = Denoise | JPEG
@@ -159,7 +170,8 @@ def evaluate_restoration(
     for path in test_set.files:
         clean = clean_image(path, task, net.in_channels, test_set.gray)
         degraded = task.degrade(clean)
-        restored = to_uint8(run_pixels(net, degraded, tile=tile, tile_overlap=tile_overlap, dtype=dtype))
+        output = run_pixels(net, degraded, tile=tile, tile_overlap=tile_overlap, dtype=dtype)
+        restored = to_uint8(task.refine(output, degraded))
         scores = ImageScores(path.stem, score(to_uint8(degraded), clean, task), score(restored, clean, task))
         result.scores.append(scores)
         if save_dir is not None:

@@ -101,6 +101,16 @@ def test_restore_equals_sr_restore(client, shared_dir, tmp_path):
     assert np.abs(result - expected).max() <= 1 / 255
     assert np.array_equal(read_image(before).pixels, read_image(path).pixels)  # before: the input itself
     assert "120×96, denoise" in info and "RCAN colour" in info
+    # JPEG files are held to their quantisation intervals there as here
+    photo = tmp_path / "photo.jpg"
+    PILImage.fromarray(np.round(clean * 255).astype(np.uint8)).save(photo, quality=70)
+    _, png, _ = client.predict(
+        handle_file(str(photo)), "Remove JPEG artifacts", "jpeg", "auto", "PyTorch", api_name="/restore"
+    )
+    for name, flags in (("jpeg.png", []), ("raw.png", ["--no-jpeg-constraint"])):
+        assert sr_main(["restore", str(photo), "-o", str(tmp_path / name), "--task", "jpeg", *flags]) == 0
+    demo, cli, raw = (read_image(p).pixels for p in (png, tmp_path / "jpeg.png", tmp_path / "raw.png"))
+    assert np.abs(demo - cli).max() <= 1 / 255 < np.abs(demo - raw).max()
     # each task refuses the other kind of model, in one line
     with pytest.raises(AppError, match="is a restoration model: choose the Denoise or Remove JPEG"):
         upscale(client, path, model="denoise", scale=4)

@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 
 from sr import zoo
 from sr.imageio import Image, ImageError, read_image, write_image
+from sr.jpeg_constraint import project_file
 from sr.loading import DEFAULT_NAME, ModelLoadError
 from sr.onnx.runtime import OrtModule
 from sr.upscale import check_outscale, rescale, upscale_image
@@ -178,6 +179,8 @@ class Upscaler:
         check_outscale(outscale, net.scale)
         ran = time.perf_counter()
         result = rescale(upscale_image(net, image, tile=tile), outscale, net.scale)
+        if task is not None and TASKS[task] == "jpeg":  # as `sr restore --task jpeg`: the file's intervals
+            result.pixels = project_file(result.pixels, image.pixels, path)
         ran = time.perf_counter() - ran
         folder = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder(), prefix="sr-"))
         stem = Path(name).stem

@@ -145,10 +145,11 @@ def process(
     *,
     verb: str,
     finish: Callable = lambda image: image,
+    refine: Callable | None = None,
     failures: int = 0,
 ) -> tuple[int, int]:
-    """Run every job through the engine (then `finish`, e.g. the --outscale resize) and write its output:
-    images, and videos frame by frame (`sr.video`).
+    """Run every job through the engine (then, for images, `refine`; then `finish`, e.g. the --outscale
+    resize) and write its output: images, and videos frame by frame (`sr.video`).
 
     Returns (done, failures); every failure has been reported on one line naming its file.
     """
@@ -169,7 +170,10 @@ def process(
             continue
         try:
             job.target.parent.mkdir(parents=True, exist_ok=True)
-            (_video if _is_video(job.source) else _image)(net, job, args, finish)
+            if _is_video(job.source):
+                _video(net, job, args, finish)
+            else:
+                _image(net, job, args, finish, refine)
             done += 1
         except (ImageError, VideoError) as problem:
             tqdm.write(f"sr: error: {problem}", file=sys.stderr)
@@ -191,7 +195,7 @@ def _is_video(path: Path) -> bool:
     return is_video(path)
 
 
-def _image(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
+def _image(net, job: Job, args: argparse.Namespace, finish: Callable, refine: Callable | None) -> None:
     from tqdm import tqdm
 
     from sr.commands.common import engine_dtype
@@ -209,6 +213,8 @@ def _image(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
         result = upscale_image(
             net, image, tile=args.tile, tile_overlap=args.tile_overlap, dtype=dtype, progress=report
         )
+    if refine is not None:
+        result.pixels = refine(result.pixels, image.pixels, job.source)
     write_image(job.target, finish(result), quality=args.quality)
 
 
@@ -238,11 +244,13 @@ def _video(net, job: Job, args: argparse.Namespace, finish: Callable) -> None:
 
 @dataclass
 class Plan:
-    """What a command makes of a loaded model: output-name suffix, a word for the summary, a last step."""
+    """What a command makes of a loaded model: output-name suffix, a word for the summary, a last step, and
+    a step between the network and it for images (`refine(output pixels, input pixels, input path)`)."""
 
     suffix: str
     detail: str = ""
     finish: Callable = lambda image: image
+    refine: Callable | None = None
 
 
 def run_batch(args: argparse.Namespace, load: Callable, prepare: Callable, *, verb: str) -> int:
@@ -267,7 +275,9 @@ def run_batch(args: argparse.Namespace, load: Callable, prepare: Callable, *, ve
         return 2
     start = time.perf_counter()
     jobs = plan_outputs(inputs.found, args.output, args.format, plan.suffix)
-    done, failures = process(net, jobs, args, verb=verb, finish=plan.finish, failures=len(inputs.problems))
+    done, failures = process(
+        net, jobs, args, verb=verb, finish=plan.finish, refine=plan.refine, failures=len(inputs.problems)
+    )
     elapsed = time.perf_counter() - start
     where = args.output or "beside the inputs"
     print(

@@ -54,6 +54,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_jpeg_constraint_argument(parser: argparse.ArgumentParser, applies: str) -> None:
+    parser.add_argument(
+        "--no-jpeg-constraint",
+        action="store_true",
+        help=f"keep the network's output as it is: by default {applies} is held to the JPEG quantisation "
+        "intervals of its input's luma (it never moves further from the original; see sr.jpeg_constraint)",
+    )
+
+
 def engine_dtype(args: argparse.Namespace):
     """The torch dtype `--dtype` asks for, or None for the engine's default."""
     import torch

@@ -7,19 +7,23 @@ $SR_DATASETS, ./datasets or ../shared/data/benchmarks, in that order.
 Restoration (`--task denoise` with `--sigma`, `--task jpeg` with `--quality`): each clean image is degraded
 as SwinIR's official test script does (seeded noise, unclipped; OpenCV JPEG) and scored on all channels
 (RGB or gray) without a border: PSNR/SSIM, plus PSNR-B for JPEG; the degraded input's scores are printed
-beside the model's. Sets are `<root>/<Set>` (or its HR folder) under --datasets-root, $SR_DATASETS,
-./datasets, ../shared/data/restoration or ../shared/data/benchmarks; BSD68 is derived from CBSD68.
+beside the model's. JPEG results are held to the encoding's quantisation intervals (`sr.jpeg_constraint`,
+as `sr restore --task jpeg` does) unless --no-jpeg-constraint asks for the network's own output. Sets are
+`<root>/<Set>` (or its HR folder) under --datasets-root, $SR_DATASETS, ./datasets, ../shared/data/restoration
+or ../shared/data/benchmarks; BSD68 is derived from CBSD68.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from sr.commands.common import (
     add_engine_arguments,
+    add_jpeg_constraint_argument,
     add_model_arguments,
     engine_dtype,
     error,
@@ -66,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clip and round noisy inputs to 8 bits, as saved photos are (the papers' protocol does not)",
     )
     parser.add_argument("--quality", nargs="+", type=int, help="JPEG qualities for --task jpeg (1-100)")
+    add_jpeg_constraint_argument(parser, "with --task jpeg each restored image")
     parser.add_argument("--datasets-root", help="folder holding the test sets")
     parser.add_argument("--per-image", action="store_true", help="print every image's scores")
     parser.add_argument("--save", metavar="DIR", help="save the output images as PNG under DIR/<Set>/")
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         ("--sigma", args.sigma),
         ("--quality", args.quality),
         ("--clip-noise", args.clip_noise),
+        ("--no-jpeg-constraint", args.no_jpeg_constraint and not args.options),
     ):
         if value:
             error(f"{flag}: only for --task denoise or jpeg")
@@ -195,6 +201,8 @@ def _tasks(args: argparse.Namespace) -> list:
     if args.options:
         raise ValueError("-opt: test options describe super-resolution sets; use --task sr")
     if args.task == "denoise":
+        if args.no_jpeg_constraint:
+            raise ValueError("--no-jpeg-constraint: only for --task jpeg")
         if args.quality:
             raise ValueError("--quality: only for --task jpeg (denoising takes --sigma)")
         try:
@@ -204,7 +212,7 @@ def _tasks(args: argparse.Namespace) -> list:
     if args.sigma or args.clip_noise:
         raise ValueError("--sigma/--clip-noise: only for --task denoise (JPEG takes --quality)")
     try:
-        return [JPEG(quality) for quality in args.quality or [10]]
+        return [JPEG(quality, not args.no_jpeg_constraint) for quality in args.quality or [10]]
     except ValueError as problem:
         raise ValueError(f"--quality: {problem}") from None
 
@@ -258,8 +266,10 @@ def _input(metric: str, value: float) -> str:
 def _evaluate_restoration(net, test_set, task, args: argparse.Namespace, tile: int | None):
     from tqdm import tqdm
 
-    from sr.tasks import evaluate_restoration
+    from sr.tasks import JPEG, evaluate_restoration
 
+    if isinstance(task, JPEG) and args.no_jpeg_constraint:  # also for an options file's JPEG sets
+        task = dataclasses.replace(task, constrained=False)
     kind = "gray" if net.in_channels == 1 else "colour"
     print(
         f"{test_set.name} {task.name} {task.label}  ({net.family} {kind}, {net.source}, "

@@ -5,6 +5,10 @@ quality from 10 up); `-m` takes any scale-1 model (a file, or a zoo name such as
 semantics are `sr upscale`'s: each file gets a complete output or none, a file that fails is reported on one
 line and the rest go on, and the exit code is 0 only if every file succeeded. Gray models take gray images:
 a colour image given to one is an error for that file (convert it to gray first).
+
+With `--task jpeg`, each JPEG input's restored luma is held to the quantisation intervals stored in the file
+(`sr.jpeg_constraint`: the result never moves further from the original image than the network's output,
+and high-quality files keep their detail); `--no-jpeg-constraint` keeps the network's output as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sr.commands.batch import Plan, add_output_arguments, add_video_arguments, r
 from sr.commands.common import (
     add_backend_arguments,
     add_engine_arguments,
+    add_jpeg_constraint_argument,
     add_model_arguments,
     error,
     load_or_report,
@@ -40,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, required=False, scale=False, default="the bundled model of --task")
     add_backend_arguments(parser)
     add_engine_arguments(parser)
+    add_jpeg_constraint_argument(parser, "with --task jpeg each JPEG file's result")
     add_output_arguments(
         parser, "", "added to output names (default: _denoised or _dejpeg for --task, else _restored)"
     )
@@ -55,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plan(net, args: argparse.Namespace) -> Plan | None:
+    from sr.jpeg_constraint import project_file
+
     if net.scale != 1:
         error(
             f"{net.source}: a x{net.scale} super-resolution model does not restore at scale 1: "
@@ -62,4 +70,6 @@ def _plan(net, args: argparse.Namespace) -> Plan | None:
         )
         return None
     suffix = args.suffix or (TASKS[args.task] if args.task and args.model == args.task else "_restored")
+    if args.task == "jpeg" and not args.no_jpeg_constraint:
+        return Plan(suffix, " (JPEG inputs held to their quantisation intervals)", refine=project_file)
     return Plan(suffix)
