@@ -35,9 +35,12 @@ def main() -> None:
     for family, preset, size in PRESETS:
         if args.only and family not in args.only:
             continue
-        model = random_model(family, preset).model
+        nhwc = random_model(family, preset).model  # NHWC weights where the family's flag says so
+        model = copy.deepcopy(nhwc)
+        for tensor in model.parameters():  # the default layout, whatever the flag
+            tensor.data = tensor.data.contiguous()
+        nhwc = channels_last_weights(nhwc)
         x = torch.rand(1, 3, size, size)
-        nhwc = channels_last_weights(copy.deepcopy(model))
         x_nhwc = x.contiguous(memory_format=torch.channels_last)
         runs = {"nchw": forward(model, x), "nhwc": forward(nhwc, x_nhwc)}
         ms = median_ms(runs, args.repeat)

@@ -1,4 +1,4 @@
-"""Speed and output of our DRCT, CFSR, A2N, DLGSANet, Histoformer and HOGformer against the authors' own
+"""Speed and output of our PAN, DRCT, CFSR, A2N, DLGSANet, Histoformer and HOGformer against the authors' own
 modules, imported at run time from checkouts of the official repositories: same weights, same input, fp32 CPU.
 
 Run from the repository root:
@@ -6,11 +6,13 @@ Run from the repository root:
 [--size N] [--weights DIR]`. Median time over `--repeat` calls after one warm-up, all runs interleaved in one
 process; max abs difference between the two outputs; peak memory is the rise of the resident set during one
 forward (benchmarks/memory.py). Inputs: light networks at 128x128 (LR), full ones at 64x64 (DRCT, DLGSANet),
-the scale-1 restoration networks at 128x128; `--size` sets one side for all.
+the scale-1 restoration networks at 128x128; `--size` sets one side for all. The input is image-like
+(smooth seeded noise, `image_like`), and ours gets it in the engine's layout (NHWC where the family runs so).
 
 DIR holds one checkout per repository, at the commit our ports follow:
 
     cd DIR
+    git clone https://github.com/zhaohengyuan1/PAN && git -C PAN checkout 4d045d1
     git clone https://github.com/haoyuc/A2N && git -C A2N checkout 210b38c
     git clone https://github.com/Aitical/CFSR && git -C CFSR checkout ec9b237
     git clone https://github.com/NeonLeexiang/DLGSANet && git -C DLGSANet checkout 0974b9a
@@ -22,12 +24,13 @@ A family whose checkout is absent is skipped with one line. DRCT's official modu
 executed alone (importlib), without its framework: stand-in modules take the place of what it imports.
 - `basicsr.utils.registry.ARCH_REGISTRY` (CFSR, DLGSANet): `register()` returns the class unchanged.
 - A2N's `from model import common`: a `model` package holding the checkout's code/model/common.py.
+- PAN's `models.archs.arch_util`: its `make_layer` (n blocks in an nn.Sequential), as the checkout has it.
 - DLGSANet's `.arch_util` (`to_2tuple`, `trunc_normal_`) and `.dlgsanet_idynamicdwconv_util`, whose op is a
   CuPy CUDA kernel: its `IDynamicDWConv` is replaced by one with the official constructor and keys over our
   `archs.dlgsanet.idynamic_conv`. DLGSANet's official code cannot run on CPU, so its rows time everything
   but that op (the same in both). The stand-in also gives the `F` (torch.nn.functional) that the official
   file uses without importing.
-Weights: CFSR x4 and A2N x2 are the official files (`--weights`, default $SR_SHARED/weights or
+Weights: PAN x4, CFSR x4 and A2N x2 are the official files (`--weights`, default $SR_SHARED/weights or
 ../shared/weights); the others are seeded random weights, perturbed as the tests do. The official modules run
 behind the official test path's wrapping where ours does it inside: A2N on 0..255, DRCT, Histoformer and
 HOGformer reflect-padded to their multiple and cropped.
@@ -177,6 +180,21 @@ def a2n_pairs(path: Path, weights: Path) -> list[Pair]:
     return [Pair("A2N", "A2N x2", 128, ours, Range255(model.eval()), "official aan_x2.pt")]
 
 
+def pan_pairs(path: Path, weights: Path) -> list[Pair]:
+    def make_layer(block: Callable[[], nn.Module], n_layers: int) -> nn.Sequential:
+        return nn.Sequential(*[block() for _ in range(n_layers)])
+
+    arch_util = stand_in("models.archs.arch_util", make_layer=make_layer)
+    archs_package = stand_in("models.archs", __path__=[], arch_util=arch_util)
+    packages = {"models": stand_in("models", __path__=[], archs=archs_package), "models.archs": archs_package}
+    official = load_official(path, "models.archs.PAN_arch", {**packages, arch_util.__name__: arch_util})
+    file = weights / "PAN" / "PANx4_DF2K.pth"
+    model = official.PAN(in_nc=3, out_nc=3, nf=40, unf=24, nb=16, scale=4)
+    model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True), strict=True)
+    ours = sr.load_model(file).model
+    return [Pair("PAN", "PAN x4", 128, ours, model.eval(), "official PANx4_DF2K.pth")]
+
+
 def cfsr_pairs(path: Path, weights: Path) -> list[Pair]:
     official = load_official(path, "basicsr.archs.cfsr_arch", registry_stand_in())
     file = weights / "CFSR" / "CFSR_x4.pth"
@@ -247,6 +265,7 @@ def drct_pairs(path: Path, weights: Path) -> list[Pair]:
 
 # Family: (checkout directory and official file under --official-root, or None for spandrel; its pairs).
 FAMILIES: dict[str, tuple[str | None, Callable[[Path, Path], list[Pair]]]] = {
+    "PAN": ("PAN/codes/models/archs/PAN_arch.py", pan_pairs),
     "DRCT": (None, drct_pairs),
     "CFSR": ("CFSR/basicsr/archs/cfsr_arch.py", cfsr_pairs),
     "A2N": ("A2N/code/model/aan.py", a2n_pairs),
@@ -254,7 +273,23 @@ FAMILIES: dict[str, tuple[str | None, Callable[[Path, Path], list[Pair]]]] = {
     "Histoformer": ("Histoformer/basicsr/models/archs/histoformer_arch.py", histoformer_pairs),
     "HOGformer": ("HOGformer/settingI/basicsr/models/archs/hogformer_arch.py", hogformer_pairs),
 }
-OFFICIAL_WEIGHTS = {"CFSR": "CFSR/CFSR_x4.pth", "A2N": "A2N/aan_x2.pt"}
+OFFICIAL_WEIGHTS = {"PAN": "PAN/PANx4_DF2K.pth", "CFSR": "CFSR/CFSR_x4.pth", "A2N": "A2N/aan_x2.pt"}
+
+
+def image_like(size: int) -> torch.Tensor:
+    """A smooth (1, 3, size, size) input in [0, 1]: seeded uniform noise at a quarter of the side, bicubic
+    upsampled. Trained weights can blow up on pixel noise (the official PAN x4 gives 1e21 on torch.rand)."""
+    noise = torch.rand(1, 3, max(size // 4, 1), max(size // 4, 1), generator=torch.Generator().manual_seed(0))
+    return torch.nn.functional.interpolate(noise, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def engine_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` in NHWC when the model's convolution weights are (the engine's layout for those families)."""
+    nhwc = any(
+        p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+        for p in model.parameters()
+    )
+    return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
 
 def official_pairs(names: list[str], root: Path, weights: Path) -> tuple[list[Pair], list[str]]:
@@ -294,8 +329,8 @@ def main() -> None:
     runs: dict[str, Callable[[], torch.Tensor]] = {}
     for index, pair in enumerate(pairs):
         pair.size = args.size or pair.size
-        x = torch.rand(1, 3, pair.size, pair.size, generator=torch.Generator().manual_seed(0))
-        runs[f"{index} ours"] = forward(pair.ours, x)
+        x = image_like(pair.size)
+        runs[f"{index} ours"] = forward(pair.ours, engine_layout(pair.ours, x))
         runs[f"{index} official"] = forward(pair.official, x)
     load_before = os.getloadavg()[0]
     ms = median_ms(runs, args.repeat)

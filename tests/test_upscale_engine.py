@@ -100,6 +100,7 @@ def test_opaque_alpha_is_not_run_through_the_network(pan_x4):
         ("weights/PAN/PANx4_DF2K.pth", None),
         ("weights/A2N/aan_x2.pt", 2),
         ("weights/CAMixerSR/CAMixerSR_S.pth", None),
+        ("weights/CFSR/CFSR_x4.pth", 4),
         ("denoise", None),
     ],
 )
