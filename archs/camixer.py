@@ -49,6 +49,9 @@ class LayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_exporting():  # one LayerNormalization: ONNX Runtime's ReduceMean over channels is slow
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
@@ -67,6 +70,8 @@ def window_coordinates(x: torch.Tensor, window: int) -> torch.Tensor:
 def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """x sampled at each pixel + flow (N, 2, H, W; x then y offsets in pixels): bilinear, border padding,
     align_corners=True, as BasicSR's `flow_warp`. The grid is float32 (or wider), also for bf16 inputs."""
+    if is_exporting():
+        return _gathered_warp(x, flow)
     _, _, h, w = x.shape
     ys = torch.arange(h, device=x.device, dtype=torch.float32).view(h, 1)
     xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, w)
@@ -75,6 +80,30 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     grid = torch.stack((grid_x, grid_y), dim=3)
     out = F.grid_sample(x.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.to(x.dtype)
+
+
+def _gathered_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """`flow_warp` as four gathers and their bilinear weights: what exports use, since ONNX Runtime's
+    GridSample kernel took a fifth of CAMixerSR's time. Equal to grid_sample's result within float rounding
+    (align_corners=True makes the grid exactly pixel + flow; border padding clamps it to the image)."""
+    n, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=torch.float32).view(h, 1)
+    cols = torch.arange(w, device=x.device, dtype=torch.float32).view(1, w)
+    px = (cols + flow[:, 0].float()).clamp(0, w - 1)
+    py = (rows + flow[:, 1].float()).clamp(0, h - 1)
+    x0, y0 = px.floor(), py.floor()
+    wx, wy = (px - x0)[:, None], (py - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = x.reshape(n, c, h * w)
+
+    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        index = (yi * w + xi).reshape(n, 1, h * w).expand(n, c, h * w)
+        return flat.gather(2, index).reshape(n, c, h, w)
+
+    top = tap(y0, x0) * (1 - wx) + tap(y0, x1) * wx
+    bottom = tap(y1, x0) * (1 - wx) + tap(y1, x1) * wx
+    return (top * (1 - wy) + bottom * wy).to(x.dtype)
 
 
 def to_windows(x: torch.Tensor, window: int) -> torch.Tensor:

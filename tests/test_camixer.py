@@ -177,6 +177,35 @@ def test_attention_goes_through_kernels_with_scale_one(monkeypatch):
     assert (outputs[0] - outputs[1]).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_exported_warp_is_grid_sample(dtype):
+    """Exports warp by four gathers (ONNX Runtime's GridSample was a fifth of the network's time): the same
+    bilinear, border-padded, corner-aligned sampling as F.grid_sample, offsets beyond the image included."""
+    torch.manual_seed(3)
+    x = torch.rand(2, 5, 19, 23).to(dtype)
+    flow = 6 * torch.randn(2, 2, 19, 23)  # many samples land outside: the border clamp matters
+    want = camixer.flow_warp(x, flow).float()
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: both round the float result once
+    assert (camixer._gathered_warp(x, flow).float() - want).abs().max().item() <= tolerance
+
+
+def test_export_graph_uses_gathers_and_layer_normalization(tmp_path):
+    """The exported graph has no GridSample and no channel ReduceMean (LayerNorm becomes one
+    LayerNormalization), and ONNX Runtime gives PyTorch's output."""
+    import onnx
+
+    from sr.loading import LoadedModel
+    from sr.onnx.export import export
+
+    model = built(random_weights(5, n_feats=16, n_block=[1, 1], n_group=2, scale=2))
+    net = LoadedModel(model, "CAMixerSR", 2, {}, camixer.FAMILY.multiple_of, False, True, "tiny")
+    report = export(net, tmp_path / "c.onnx")
+    assert all(check.max_abs_diff <= 1e-4 for check in report.checks), report.lines()
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "c.onnx")).graph.node}
+    assert "GridSample" not in ops and "ReduceMean" not in ops
+    assert {"GatherElements", "LayerNormalization"} <= ops
+
+
 def test_detection_is_exclusive():
     state_dict = random_weights(15, **CASES[1])
     assert archs.detect_family(state_dict) is camixer.FAMILY
