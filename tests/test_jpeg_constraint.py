@@ -156,6 +156,8 @@ def test_restore_jpeg_files_are_constrained_unless_asked_not_to(tmp_path, capsys
         assert main(["restore", str(path), "--task", "jpeg", "-o", str(out), *flags]) == 0
         assert np.abs(read_image(out).pixels - expected).max() <= 0.5 / 255 + 1e-6
     assert "quantisation intervals" in capsys.readouterr().out
+    assert main(["restore", str(path), "--task", "denoise", "--no-jpeg-constraint", "-o", str(tmp_path)]) == 2
+    assert "--no-jpeg-constraint: only with --task jpeg" in capsys.readouterr().err
     assert not np.allclose(project_file(raw, pixels, path), raw, atol=1 / 255)
 
 

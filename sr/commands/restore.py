@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model and not args.task:
         error("restore: give --task denoise|jpeg (a bundled model) or a scale-1 model with -m")
         return 2
+    if args.no_jpeg_constraint and args.task != "jpeg":
+        error("--no-jpeg-constraint: only with --task jpeg")
+        return 2
     args.model = args.model or args.task
     return run_batch(args, load_or_report, lambda net: _plan(net, args), verb="restore")
 
