@@ -1,13 +1,16 @@
 """Window-attention benchmark: each backend of `kernels.window_attention` against `reference` (official math).
 
 Run from the repository root: `python -m benchmarks.window_attention [--quick] [--device cpu|cuda]`. For each
-shape family of REFERENCE.md §4 and dtype (fp32, bf16; fp16 too on a GPU) it times the backends side by side
-in one process, forward (no grad) and forward+backward (q, k, v and bias need gradients), interleaved call by
-call so that load changes hit all alike, and reports the median after warm-up, the speed-up over `reference`
-(reference time / backend time) and the peak memory one call adds: on CPU the rise of the resident set
-(VmHWM, reset through /proc/self/clear_refs after a malloc_trim), on CUDA `max_memory_allocated` above the
-level before the call. Inputs exist before the call and are not counted; outputs, gradients and all
-intermediates are. "(auto)" marks the backend that the default `backend="auto"` picks for that call.
+shape family of REFERENCE.md §4, input layout (q, k, v as the strided views of a packed projection that the
+networks pass, and as contiguous tensors) and dtype (fp32, bf16; fp16 too on a GPU) it times the backends
+side by side in one process, forward (no grad) and forward+backward (q, k, v and bias need gradients; the
+forward-only fused CPU kernel sits those out), interleaved call by call so that load changes hit all
+alike, and reports the median after warm-up, the speed-up over `reference` (the plain math: matmul, add bias
+and mask, softmax, matmul; reference time / backend time) and the peak memory one call adds: on CPU the
+rise of the resident set (VmHWM, reset through /proc/self/clear_refs after a malloc_trim), on CUDA
+`max_memory_allocated` above the level before the call. Inputs exist before the call and are not counted;
+outputs, gradients and all intermediates are. "(auto)" marks the backend that the default
+`backend="auto"` picks for that call.
 """
 
 from __future__ import annotations
@@ -55,8 +58,14 @@ SHAPES = [
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def make_inputs(shape: Shape, dtype: torch.dtype, device: str, windows_divisor: int = 1) -> list:
-    """q, k, v (strided views of packed projections, as networks produce them), bias and a 0/−100 mask."""
+LAYOUTS = ("strided", "contiguous")
+
+
+def make_inputs(
+    shape: Shape, dtype: torch.dtype, device: str, windows_divisor: int = 1, layout: str = "strided"
+) -> list:
+    """q, k, v (strided views of packed projections, as networks produce them, or contiguous copies of
+    those), bias and a 0/−100 mask."""
     windows = max(1, shape.windows // windows_divisor)
     total = shape.images * windows
     q = torch.randn(total, shape.n_q, shape.heads, shape.head_dim, device=device, dtype=dtype).transpose(1, 2)
@@ -67,6 +76,8 @@ def make_inputs(shape: Shape, dtype: torch.dtype, device: str, windows_divisor: 
     if shape.mask:
         regions = torch.rand(windows, shape.n_q, shape.n_k, device=device) < 0.25
         mask = (regions.to(dtype) * -100.0).to(dtype)
+    if layout == "contiguous":
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return [q, k, v, bias, mask]
 
 
@@ -76,7 +87,9 @@ def make_runs(shape: Shape, inputs: list, backward: bool) -> dict[str, Callable[
     leaves = [t.detach().requires_grad_(backward) if t is not None else None for t in (q, k, v, bias)]
     grad = torch.randn(q.shape, device=q.device, dtype=q.dtype) if backward else None
     return {
-        name: _call(leaves, mask, shape.scale, name, grad) for name in BACKENDS if why_not(name, q) is None
+        name: _call(leaves, mask, shape.scale, name, grad)
+        for name in BACKENDS
+        if why_not(name, q, needs_grad=backward) is None
     }
 
 
@@ -146,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), help="fp32 bf16 (+fp16 on CUDA)")
     parser.add_argument("--shapes", nargs="+", choices=[s.name for s in SHAPES], help="default: all")
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--forward-only", action="store_true", help="skip forward+backward")
@@ -161,23 +175,26 @@ def main(argv: list[str] | None = None) -> None:
     passes = [False] if args.forward_only else [False, True]
 
     print(f"# window attention on {machine(args.device)}; median of {repeat} after {warmup} warm-up")
-    print("| shape | dtype | pass | backend | ms | × vs reference | peak MiB |")
-    print("|---|---|---|---|---:|---:|---:|")
+    print("| shape | layout | dtype | pass | backend | ms | × vs reference | peak MiB |")
+    print("|---|---|---|---|---|---:|---:|---:|")
     for shape in shapes:
-        for dtype_name in dtypes:
-            inputs = make_inputs(shape, DTYPES[dtype_name], args.device, divisor)
-            for backward in passes:
-                report(shape, dtype_name, inputs, backward, warmup, repeat, cuda)
+        for layout in args.layouts:
+            for dtype_name in dtypes:
+                inputs = make_inputs(shape, DTYPES[dtype_name], args.device, divisor, layout)
+                for backward in passes:
+                    report(shape, layout, dtype_name, inputs, backward, warmup, repeat, cuda)
 
 
-def report(shape: Shape, dtype_name: str, inputs: list, backward: bool, warmup: int, repeat: int, cuda: bool):
-    """Time one shape, dtype and pass on every backend and print its table rows."""
+def report(
+    shape: Shape, layout: str, dtype: str, inputs: list, backward: bool, warmup: int, repeat: int, cuda: bool
+):
+    """Time one shape, layout, dtype and pass on every backend and print its table rows."""
     runs = make_runs(shape, inputs, backward)
     times = median_ms(runs, warmup, repeat, cuda)
     auto = choose_backend("auto", inputs[0], needs_grad=backward, additive=shape.bias or shape.mask)
     for name, ms in times.items():
         backend = f"{name} (auto)" if name == auto else name
-        cells = [shape.name, dtype_name, "fwd+bwd" if backward else "fwd", backend, f"{ms:.2f}"]
+        cells = [shape.name, layout, dtype, "fwd+bwd" if backward else "fwd", backend, f"{ms:.2f}"]
         speedup, memory = times["reference"] / ms, peak_mib(runs[name], cuda)
         print(f"| {' | '.join(cells)} | {speedup:.2f} | {memory:.1f} |", flush=True)
 

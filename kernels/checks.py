@@ -4,8 +4,12 @@
 whether gradients are needed, from the CPU timings of benchmarks/window_attention.py (RESULTS.md):
 - while exporting or tracing: `reference` (plain ops that every exporter handles);
 - CUDA: `triton` when it can run (fused, any head dim up to 128), else `sdpa`; under `torch.compile`: `sdpa`;
-- CPU inference, and fp32 training without bias and mask (CAMixer): `sdpa` (torch's fused flash kernels;
-  forward 1.8–4.8× faster than `reference` in fp32, 1.2–4.6× in bf16);
+- CPU fp32 inference with a bias or mask: `fused_cpu` (our one-pass kernel, built on first use; 2.5–6.3×
+  faster than `reference` and faster than `sdpa` at every such shape), else `sdpa` when it cannot be built
+  or under `torch.compile`;
+- other CPU inference (bf16; CAMixer's plain attention, where SDPA's flash kernel is 1.2× and ours 1.0× the
+  reference), and fp32 training without bias and mask: `sdpa` (forward 1.8–4.8× faster than `reference`
+  in fp32, 1.2–4.6× in bf16);
 - other CPU training, and float64: `reference` (with a bias or mask SDPA's CPU backward is 1.1–7× slower,
   as a mask that needs a gradient takes its unfused path; its bf16 backward is slower throughout).
 """
@@ -18,7 +22,7 @@ import os
 import torch
 from torch import Tensor
 
-from kernels.backends import NAMES
+from kernels.backends import NAMES, fused_cpu
 from kernels.tracing import is_exporting
 
 ENV_VAR = "SR_ATTENTION_BACKEND"
@@ -30,18 +34,21 @@ class BackendUnavailable(RuntimeError):
     """A window-attention backend was forced (argument or environment) but cannot run on these inputs."""
 
 
-def why_not(backend: str, q: Tensor) -> str | None:
-    """None if `backend` can run on inputs like `q`, else a sentence saying why it cannot."""
+def why_not(backend: str, q: Tensor, *, needs_grad: bool = False) -> str | None:
+    """None if `backend` can run on inputs like `q` (with gradients if `needs_grad`), else a sentence saying
+    why it cannot."""
     if backend not in NAMES:
         return f"there is no backend {backend!r} (known: {', '.join(NAMES)})"
     if backend == "triton":
         return _why_not_triton(q)
+    if backend == "fused_cpu":
+        return fused_cpu.why_unavailable(q, needs_grad)
     return None
 
 
-def available_backends(q: Tensor) -> list[str]:
-    """The backends that can run on inputs like `q`."""
-    return [name for name in NAMES if why_not(name, q) is None]
+def available_backends(q: Tensor, *, needs_grad: bool = False) -> list[str]:
+    """The backends that can run on inputs like `q` (with gradients if `needs_grad`)."""
+    return [name for name in NAMES if why_not(name, q, needs_grad=needs_grad) is None]
 
 
 def choose_backend(requested: str, q: Tensor, *, needs_grad: bool, additive: bool = True) -> str:
@@ -54,7 +61,7 @@ def choose_backend(requested: str, q: Tensor, *, needs_grad: bool, additive: boo
         return _auto(q, needs_grad=needs_grad, additive=additive)
     if requested not in NAMES:
         raise ValueError(f"unknown window-attention backend {requested!r}; choose auto, {', '.join(NAMES)}")
-    reason = why_not(requested, q)
+    reason = why_not(requested, q, needs_grad=needs_grad)
     if reason is not None:
         raise BackendUnavailable(f"window-attention backend {requested!r} cannot run: {reason}")
     return requested
@@ -69,7 +76,9 @@ def _auto(q: Tensor, *, needs_grad: bool, additive: bool) -> str:
         return "triton" if _why_not_triton(q) is None else "sdpa"
     if q.dtype == torch.float64 or (needs_grad and (additive or q.dtype != torch.float32)):
         return "reference"
-    return "sdpa"
+    if not additive or torch.compiler.is_compiling() or fused_cpu.why_unavailable(q, needs_grad) is not None:
+        return "sdpa"
+    return "fused_cpu"
 
 
 def _why_not_triton(q: Tensor) -> str | None:

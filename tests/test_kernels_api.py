@@ -62,10 +62,11 @@ def test_inputs_are_checked_with_clear_errors(change, error, message):
         window_attention(args["q"], args["k"], args["v"], bias=args["bias"], mask=args["mask"])
 
 
-def test_auto_on_cpu_uses_sdpa_except_for_training_with_bias_or_mask(monkeypatch):
+def test_auto_on_cpu_uses_fused_for_fp32_inference_sdpa_else_except_training_with_bias_or_mask(monkeypatch):
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
     q = torch.randn(2, 1, 4, 8)
-    assert choose_backend("auto", q, needs_grad=False) == "sdpa"
+    assert choose_backend("auto", q, needs_grad=False) == "fused_cpu"
+    assert choose_backend("auto", torch.randn(2, 1, 4, 160), needs_grad=False) == "sdpa"  # head dim > 128
     assert choose_backend("auto", q, needs_grad=True) == "reference"
     assert choose_backend("auto", q, needs_grad=True, additive=False) == "sdpa"
     assert choose_backend("auto", q.bfloat16(), needs_grad=True, additive=False) == "reference"
@@ -98,7 +99,8 @@ def test_forced_backends_give_the_same_result(monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available() or INTERPRETING, reason="checks the reasons on a CPU-only run")
 def test_triton_reasons_on_cpu():
     q = torch.randn(2, 1, 4, 8)
-    assert kernels.available_backends(q) == ["reference", "sdpa"]
+    assert kernels.available_backends(q) == ["reference", "sdpa", "fused_cpu"]
+    assert kernels.available_backends(q, needs_grad=True) == ["reference", "sdpa"]
     if HAS_TRITON:
         assert "needs CUDA tensors" in why_not("triton", q)
         assert "TRITON_INTERPRET=1" in why_not("triton", q)

@@ -23,9 +23,10 @@ class Call(NamedTuple):
 def trace_attention(
     monkeypatch: pytest.MonkeyPatch, owner: Any, model: nn.Module, x: torch.Tensor
 ) -> tuple[list[Call], dict[str, torch.Tensor]]:
-    """Run `model(x)` with the reference and the SDPA backend, with `owner.window_attention` (the `kernels`
-    module or a family module that imported the op) recording each call. Returns the calls, the same under
-    both backends, and the output of each backend."""
+    """Run `model(x)` under no_grad with every CPU inference backend (reference, SDPA and, where it
+    builds, the fused CPU kernel), with `owner.window_attention` (the `kernels` module or a family module
+    that imported the op) recording each call. Returns the calls, the same under every backend, and each
+    backend's output."""
     real = owner.window_attention
     calls: list[Call] = []
 
@@ -37,15 +38,19 @@ def trace_attention(
 
     monkeypatch.setattr(owner, "window_attention", recording)
     runs, outputs = {}, {}
-    for backend in ("reference", "sdpa"):
+    like_q = torch.empty(1, 1, 1, 8, dtype=x.dtype, device=x.device)
+    backends = [name for name in ("reference", "sdpa", "fused_cpu") if kernels.why_not(name, like_q) is None]
+    for backend in backends:
         monkeypatch.setenv(kernels.ENV_VAR, backend)
         calls.clear()
         with torch.no_grad():
             outputs[backend] = model(x)
         runs[backend] = list(calls)
-    assert runs["reference"] == runs["sdpa"]
-    return runs["sdpa"], outputs
+    assert all(run == runs["reference"] for run in runs.values())
+    return runs["reference"], outputs
 
 
 def backends_agree(outputs: dict[str, torch.Tensor], tolerance: float = 1e-5) -> bool:
-    return (outputs["reference"] - outputs["sdpa"]).abs().max().item() <= tolerance
+    """Every backend's output within `tolerance` of the reference backend's."""
+    expected = outputs["reference"]
+    return all((out - expected).abs().max().item() <= tolerance for out in outputs.values())
