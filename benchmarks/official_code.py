@@ -283,15 +283,6 @@ def image_like(size: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(noise, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def engine_layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`x` in NHWC when the model's convolution weights are (the engine's layout for those families)."""
-    nhwc = any(
-        p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
-        for p in model.parameters()
-    )
-    return x.contiguous(memory_format=torch.channels_last) if nhwc else x
-
-
 def official_pairs(names: list[str], root: Path, weights: Path) -> tuple[list[Pair], list[str]]:
     """The pairs of the families `names`, and one line for each family skipped (code or weights absent)."""
     pairs, skipped = [], []
@@ -330,7 +321,7 @@ def main() -> None:
     for index, pair in enumerate(pairs):
         pair.size = args.size or pair.size
         x = image_like(pair.size)
-        runs[f"{index} ours"] = forward(pair.ours, engine_layout(pair.ours, x))
+        runs[f"{index} ours"] = forward(pair.ours, x)  # in the engine's layout
         runs[f"{index} official"] = forward(pair.official, x)
     load_before = os.getloadavg()[0]
     ms = median_ms(runs, args.repeat)
