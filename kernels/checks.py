@@ -4,12 +4,11 @@
 whether gradients are needed, from the CPU timings of benchmarks/window_attention.py (RESULTS.md):
 - while exporting or tracing: `reference` (plain ops that every exporter handles);
 - CUDA: `triton` when it can run (fused, any head dim up to 128), else `sdpa`; under `torch.compile`: `sdpa`;
-- CPU fp32 inference with a bias or mask: `fused_cpu` (our one-pass kernel, built on first use; 2.5–6.3×
-  faster than `reference` and faster than `sdpa` at every such shape), else `sdpa` when it cannot be built
-  or under `torch.compile`;
-- other CPU inference (bf16; CAMixer's plain attention, where SDPA's flash kernel is 1.2× and ours 1.0× the
-  reference), and fp32 training without bias and mask: `sdpa` (forward 1.8–4.8× faster than `reference`
-  in fp32, 1.2–4.6× in bf16);
+- CPU inference with a bias or mask, fp32 or bf16: `fused_cpu` (our one-pass kernel, built on first use;
+  fp32 2.5–6.3× and bf16 1.7–3.4× faster than `reference`, and faster than `sdpa` at every such shape),
+  else `sdpa` when it cannot be built or under `torch.compile`;
+- other CPU inference (CAMixer's plain attention, where SDPA's flash kernel is 1.2× and ours 1.0× the
+  reference in fp32), and fp32 training without bias and mask: `sdpa`;
 - other CPU training, and float64: `reference` (with a bias or mask SDPA's CPU backward is 1.1–7× slower,
   as a mask that needs a gradient takes its unfused path; its bf16 backward is slower throughout).
 """

@@ -71,7 +71,8 @@ def test_auto_on_cpu_uses_fused_for_fp32_inference_sdpa_else_except_training_wit
     assert choose_backend("auto", q, needs_grad=True, additive=False) == "sdpa"
     assert choose_backend("auto", q.bfloat16(), needs_grad=True, additive=False) == "reference"
     assert choose_backend("auto", q.double(), needs_grad=False) == "reference"
-    assert choose_backend("auto", q.bfloat16(), needs_grad=False) == "sdpa"
+    assert choose_backend("auto", q.bfloat16(), needs_grad=False) == "fused_cpu"
+    assert choose_backend("auto", q.bfloat16(), needs_grad=False, additive=False) == "sdpa"
 
 
 def test_auto_runs_reference_math_while_exporting(monkeypatch):

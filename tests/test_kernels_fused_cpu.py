@@ -1,6 +1,7 @@
 """The fused CPU window-attention kernel: equal to the float64 reference math at every shape of REFERENCE.md
-§4 (strided and contiguous inputs, odd sizes, extreme logits), independent of the thread count, built once
-and cached, and chosen by `auto` only where it can run (fp32 CPU inference), with a reason everywhere else."""
+§4 (strided and contiguous inputs, odd sizes, extreme logits, fp32 and bf16), independent of the thread
+count, built once and cached, and chosen by `auto` only where it can run (CPU inference with a bias or
+mask), with a reason everywhere else."""
 
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ def test_matches_float64_reference_at_every_shape(family, extras, contiguous):
     assert out.shape == expected.shape and out.dtype == torch.float32
     assert relative_error(out, expected) <= 1e-6
     assert (out.double() - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.name for f in FAMILIES])
+def test_bfloat16_inputs_computed_in_fp32(family):
+    """bf16 in and out, fp32 inside: off the float64 math on the same bf16 values by the output's rounding
+    alone (2⁻⁹ relative at most), where SDPA's bf16 path is allowed 2e-2 (tests/test_kernels_parity.py)."""
+    inputs = make_inputs(family, torch.bfloat16, "cpu", bias=family.biased, mask=family.masked)
+    scale = family.head_dim**-0.5 if family.scale is None else family.scale
+    out = fused(inputs, family.scale)
+    assert out.dtype == torch.bfloat16
+    expected = exact(inputs, scale)
+    assert relative_error(out, expected) <= 2e-3
+    assert ((out.double() - expected).abs() <= expected.abs() * 2**-8 + 1e-6).all()
 
 
 @pytest.mark.parametrize(
@@ -114,14 +128,14 @@ def test_output_is_the_transposed_view_the_networks_reshape_without_copying():
     assert merged.data_ptr() == out.data_ptr() and merged.is_contiguous()
 
 
-def test_auto_picks_it_for_fp32_cpu_inference_with_bias_or_mask_only(monkeypatch):
+def test_auto_picks_it_for_cpu_inference_with_bias_or_mask_only(monkeypatch):
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
     q = torch.randn(2, 1, 4, 8)
     assert choose_backend("auto", q, needs_grad=False) == "fused_cpu"
     assert choose_backend("auto", q, needs_grad=False, additive=False) == "sdpa"  # CAMixer: flash is faster
-    assert choose_backend("auto", q.bfloat16(), needs_grad=False) == "sdpa"
+    assert choose_backend("auto", q.bfloat16(), needs_grad=False) == "fused_cpu"
     assert choose_backend("auto", q, needs_grad=True) == "reference"
-    assert "float32 only" in why_not("fused_cpu", q.bfloat16())
+    assert "float32 or bfloat16" in why_not("fused_cpu", q.half())
     assert "head dim 160" in why_not("fused_cpu", torch.randn(2, 1, 4, 160))
     assert "forward pass only" in why_not("fused_cpu", q, needs_grad=True)
     leaf = q.clone().requires_grad_()

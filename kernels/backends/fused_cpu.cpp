@@ -1,10 +1,11 @@
-// Fused fp32 window attention for CPUs: softmax(scale·q·kᵀ + bias + mask)·v in one pass per (window, head).
+// Fused window attention for CPUs: softmax(scale·q·kᵀ + bias + mask)·v in one pass per window, computed in
+// fp32 on fp32 or bfloat16 inputs.
 //
 // Built at first use by fused_cpu.py (g++ -O3 -march=native -fopenmp, linked to torch's libraries so that
-// at::parallel_for runs on torch's own thread pool) and called through ctypes. Each (window, head) packs
-// kᵀ and v into small zero-padded buffers that stay in cache, then walks its queries four rows at a time:
-// scores in registers, bias and mask added, softmax with a vectorised exp, and the product with v, without
-// ever writing the Nq × Nk matrix to memory. Inputs are read through their strides (the strided views of a
+// at::parallel_for runs on torch's own thread pool) and called through ctypes. Each window packs its kᵀ and
+// v (all heads) into small zero-padded fp32 buffers that stay in cache, then walks each head's queries four
+// rows at a time: scores in registers, bias and mask added, softmax with a vectorised exp, and the product
+// with v, without ever writing the Nq × Nk matrix to memory. Inputs are read through their strides (the strided views of a
 // packed qkv projection need no copy). GCC vector extensions keep the source portable: -march=native
 // picks AVX-512 where the CPU has it.
 
@@ -67,21 +68,41 @@ inline v16 all_sum(v16 x) {
   return x + __builtin_shuffle(x, v16i{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
 }
 
+// q, k, v and the output hold T: float, or bfloat16 as its 16 bits (uint16_t); bias and mask are fp32, and
+// all arithmetic is fp32.
+template <typename T>
 struct Problem {
-  const float *q, *k, *v, *bias, *mask;
-  float* out;
+  const T *q, *k, *v;
+  const float *bias, *mask;
+  T* out;
   int64_t windows, heads, n_q, n_k, dim, mask_windows;
   int64_t qs[4], ks[4], vs[4], os[4];
   float scale;
 };
 
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t x) {
+  const uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float y;
+  __builtin_memcpy(&y, &bits, sizeof y);
+  return y;
+}
+
+inline void from_float(float x, float* target) { *target = x; }
+inline void from_float(float x, uint16_t* target) {  // round to nearest even, NaN kept a quiet NaN
+  uint32_t bits;
+  __builtin_memcpy(&bits, &x, sizeof bits);
+  *target = x != x ? 0x7FC0 : static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
 // Bytes from a window's first element of a (windows, heads, tokens, dim) view to past its last one.
+template <typename T>
 int64_t window_span(const int64_t* strides, int64_t heads, int64_t tokens, int64_t dim) {
-  return ((heads - 1) * strides[1] + (tokens - 1) * strides[2] + (dim - 1) * strides[3] + 1) * sizeof(float);
+  return ((heads - 1) * strides[1] + (tokens - 1) * strides[2] + (dim - 1) * strides[3] + 1) * sizeof(T);
 }
 
 // Asks for part `part` of `parts` of a byte range to be brought into cache.
-void prefetch(const float* start, int64_t bytes, int64_t part, int64_t parts) {
+void prefetch(const void* start, int64_t bytes, int64_t part, int64_t parts) {
   const char* base = reinterpret_cast<const char*>(start);
   for (int64_t at = bytes * part / parts; at < bytes * (part + 1) / parts; at += 64) __builtin_prefetch(base + at);
 }
@@ -225,7 +246,8 @@ inline float softmax_row(float* s, const float* bias_row, const float* mask_row,
 // One window, all heads. Its q, k and v are packed first, reading rows in memory order (heads side by side
 // in the strided views of a packed projection; whole rows of a head in contiguous tensors), and its output
 // is written back the same way, so the hardware prefetchers see streams rather than scattered rows.
-void run_window(const Problem& pr, int64_t window, std::vector<float>& buffer) {
+template <typename T>
+void run_window(const Problem<T>& pr, int64_t window, std::vector<float>& buffer) {
   const int64_t heads = pr.heads, dim = pr.dim, n_q = pr.n_q, n_k = pr.n_k;
   const int64_t n_kp = (n_k + kLanes - 1) / kLanes * kLanes;
   const int64_t v_vectors = (dim + kLanes - 1) / kLanes;
@@ -238,18 +260,18 @@ void run_window(const Problem& pr, int64_t window, std::vector<float>& buffer) {
   float* op = qp + heads * n_qp * dim;         // heads × n_qp × dim: the output
   float* s = op + heads * n_qp * dim;          // kRows × n_kp: scores, then softmax numerators
 
-  const float* k = pr.k + window * pr.ks[0];
-  const float* v = pr.v + window * pr.vs[0];
-  const float* q = pr.q + window * pr.qs[0];
-  float* out = pr.out + window * pr.os[0];
+  const T* k = pr.k + window * pr.ks[0];
+  const T* v = pr.v + window * pr.vs[0];
+  const T* q = pr.q + window * pr.qs[0];
+  T* out = pr.out + window * pr.os[0];
   for (int64_t j = 0; j < n_k; ++j)
     for (int64_t h = 0; h < heads; ++h) {
-      const float* key = k + h * pr.ks[1] + j * pr.ks[2];
-      const float* value = v + h * pr.vs[1] + j * pr.vs[2];
+      const T* key = k + h * pr.ks[1] + j * pr.ks[2];
+      const T* value = v + h * pr.vs[1] + j * pr.vs[2];
       float* column = kt + h * dim * n_kp + j;
       float* row = vp + (h * n_k + j) * dim_p;
-      for (int64_t c = 0; c < dim; ++c) column[c * n_kp] = key[c * pr.ks[3]];
-      for (int64_t c = 0; c < dim; ++c) row[c] = value[c * pr.vs[3]];
+      for (int64_t c = 0; c < dim; ++c) column[c * n_kp] = to_float(key[c * pr.ks[3]]);
+      for (int64_t c = 0; c < dim; ++c) row[c] = to_float(value[c * pr.vs[3]]);
       for (int64_t c = dim; c < dim_p; ++c) row[c] = 0.0f;
     }
   for (int64_t h = 0; h < heads; ++h)
@@ -258,8 +280,8 @@ void run_window(const Problem& pr, int64_t window, std::vector<float>& buffer) {
   for (int64_t i = 0; i < n_qp; ++i)
     for (int64_t h = 0; h < heads; ++h) {
       float* row = qp + (h * n_qp + i) * dim;
-      const float* query = q + h * pr.qs[1] + (i < n_q ? i : 0) * pr.qs[2];
-      for (int64_t c = 0; c < dim; ++c) row[c] = query[c * pr.qs[3]] * pr.scale;
+      const T* query = q + h * pr.qs[1] + (i < n_q ? i : 0) * pr.qs[2];
+      for (int64_t c = 0; c < dim; ++c) row[c] = to_float(query[c * pr.qs[3]]) * pr.scale;
     }
 
   const ValueTile value = value_tile_for(v_vectors);
@@ -268,9 +290,9 @@ void run_window(const Problem& pr, int64_t window, std::vector<float>& buffer) {
   const bool last = window + 1 == pr.windows;
   for (int64_t h = 0; h < heads; ++h) {
     if (!last) {  // the next window's inputs, a slice per head, while this one computes
-      prefetch(q + pr.qs[0], window_span(pr.qs, heads, n_q, dim), h, heads);
-      prefetch(k + pr.ks[0], window_span(pr.ks, heads, n_k, dim), h, heads);
-      prefetch(v + pr.vs[0], window_span(pr.vs, heads, n_k, dim), h, heads);
+      prefetch(q + pr.qs[0], window_span<T>(pr.qs, heads, n_q, dim), h, heads);
+      prefetch(k + pr.ks[0], window_span<T>(pr.ks, heads, n_k, dim), h, heads);
+      prefetch(v + pr.vs[0], window_span<T>(pr.vs, heads, n_k, dim), h, heads);
     }
     const float* bias = pr.bias ? pr.bias + h * n_q * n_k : nullptr;
     const float* mask = pr.mask ? pr.mask + (window % pr.mask_windows) * n_q * n_k : nullptr;
@@ -304,21 +326,19 @@ void run_window(const Problem& pr, int64_t window, std::vector<float>& buffer) {
   for (int64_t i = 0; i < n_q; ++i)
     for (int64_t h = 0; h < heads; ++h) {
       const float* row = op + (h * n_qp + i) * dim;
-      float* target = out + h * pr.os[1] + i * pr.os[2];
-      for (int64_t c = 0; c < dim; ++c) target[c] = row[c];
+      T* target = out + h * pr.os[1] + i * pr.os[2];
+      for (int64_t c = 0; c < dim; ++c) from_float(row[c], target + c);
     }
 }
 
-}  // namespace
-
-extern "C" int sr_window_attention_f32(const float* q, const int64_t* q_strides, const float* k,
-                                       const int64_t* k_strides, const float* v, const int64_t* v_strides,
-                                       const float* bias, const float* mask, int64_t mask_windows, float* out,
-                                       const int64_t* out_strides, int64_t windows, int64_t heads,
-                                       int64_t n_q, int64_t n_k, int64_t dim, float scale) {
+template <typename T>
+int run(const T* q, const int64_t* q_strides, const T* k, const int64_t* k_strides, const T* v,
+        const int64_t* v_strides, const float* bias, const float* mask, int64_t mask_windows, T* out,
+        const int64_t* out_strides, int64_t windows, int64_t heads, int64_t n_q, int64_t n_k, int64_t dim,
+        float scale) {
   if (dim < 1 || dim > 8 * kLanes || n_k < 1 || out_strides[3] != 1) return 1;
-  Problem pr{q, k, v, bias, mask, out, windows, heads, n_q, n_k, dim, mask_windows > 0 ? mask_windows : 1,
-             {}, {}, {}, {}, scale};
+  Problem<T> pr{q, k, v, bias, mask, out, windows, heads, n_q, n_k, dim, mask_windows > 0 ? mask_windows : 1,
+                {}, {}, {}, {}, scale};
   for (int i = 0; i < 4; ++i) {
     pr.qs[i] = q_strides[i];
     pr.ks[i] = k_strides[i];
@@ -330,4 +350,26 @@ extern "C" int sr_window_attention_f32(const float* q, const int64_t* q_strides,
     for (int64_t window = begin; window < end; ++window) run_window(pr, window, buffer);
   });
   return 0;
+}
+
+}  // namespace
+
+// Returns 0, or 1 for shapes it does not take (head dim outside 1..128, no keys, output rows not contiguous).
+extern "C" int sr_window_attention_f32(const float* q, const int64_t* q_strides, const float* k,
+                                       const int64_t* k_strides, const float* v, const int64_t* v_strides,
+                                       const float* bias, const float* mask, int64_t mask_windows, float* out,
+                                       const int64_t* out_strides, int64_t windows, int64_t heads,
+                                       int64_t n_q, int64_t n_k, int64_t dim, float scale) {
+  return run(q, q_strides, k, k_strides, v, v_strides, bias, mask, mask_windows, out, out_strides, windows,
+             heads, n_q, n_k, dim, scale);
+}
+
+// bfloat16 q, k, v and output (as 16-bit words), fp32 bias and mask; computes in fp32.
+extern "C" int sr_window_attention_bf16(const uint16_t* q, const int64_t* q_strides, const uint16_t* k,
+                                        const int64_t* k_strides, const uint16_t* v, const int64_t* v_strides,
+                                        const float* bias, const float* mask, int64_t mask_windows,
+                                        uint16_t* out, const int64_t* out_strides, int64_t windows,
+                                        int64_t heads, int64_t n_q, int64_t n_k, int64_t dim, float scale) {
+  return run(q, q_strides, k, k_strides, v, v_strides, bias, mask, mask_windows, out, out_strides, windows,
+             heads, n_q, n_k, dim, scale);
 }

@@ -1,4 +1,5 @@
-"""Fused CPU backend: fp32 window attention in one pass per window (fused_cpu.cpp), forward only.
+"""Fused CPU backend: window attention in one pass per window (fused_cpu.cpp), forward only; fp32 or
+bfloat16 inputs, fp32 arithmetic.
 
 The library is built on first use (fused_cpu_build) and called through ctypes, which releases the GIL; it
 parallelises over windows on torch's thread pool. q, k and v are read through their strides, so the strided
@@ -19,15 +20,17 @@ from kernels.backends import reference
 from kernels.backends.fused_cpu_build import BuildError, build
 
 MAX_HEAD_DIM = 128
+DTYPES = (torch.float32, torch.bfloat16)
 _POINTER, _INT = ctypes.c_void_p, ctypes.c_int64
+_ENTRY_POINTS = {torch.float32: "sr_window_attention_f32", torch.bfloat16: "sr_window_attention_bf16"}
 
 
 def why_unavailable(q: Tensor, needs_grad: bool) -> str | None:
     """None if the fused CPU kernel can run on inputs like `q`, else a sentence saying why not."""
     if q.device.type != "cpu":
         return f"it runs on CPU tensors, got {q.device.type}"
-    if q.dtype != torch.float32:
-        return f"dtype {q.dtype} is not supported (float32 only)"
+    if q.dtype not in DTYPES:
+        return f"dtype {q.dtype} is not supported (float32 or bfloat16)"
     if q.shape[-1] > MAX_HEAD_DIM:
         return f"head dim {q.shape[-1]} is larger than {MAX_HEAD_DIM}"
     if needs_grad:
@@ -41,13 +44,14 @@ def attention(
     """softmax(scale·q·kᵀ + bias + mask)·v by the fused kernel; same contract as the reference backend."""
     if q.numel() == 0 or k.shape[2] == 0:
         return reference.attention(q, k, v, bias, mask, scale)
-    function, reason = _library()
-    if function is None:
+    functions, reason = _library()
+    if functions is None:
         raise RuntimeError(f"the fused CPU window-attention kernel is unavailable: {reason}")
+    function = functions[q.dtype]
     windows, heads, n_q, dim = q.shape
     out = torch.empty(windows, n_q, heads, dim, dtype=q.dtype).transpose(1, 2)
-    bias = None if bias is None else bias.contiguous()
-    mask = None if mask is None else mask.contiguous()
+    bias = None if bias is None else bias.float().contiguous()  # small (h, Nq, Nk) and (nW, Nq, Nk)
+    mask = None if mask is None else mask.float().contiguous()
     status = function(
         q.data_ptr(), _strides(q), k.data_ptr(), _strides(k), v.data_ptr(), _strides(v),
         None if bias is None else bias.data_ptr(), None if mask is None else mask.data_ptr(),
@@ -64,17 +68,22 @@ def _strides(t: Tensor) -> ctypes.Array:
 
 
 @functools.cache
-def _library() -> tuple[Callable[..., int] | None, str | None]:
-    """The kernel's entry point and None, or None and why it could not be built or loaded (once a process)."""
+def _library() -> tuple[dict[torch.dtype, Callable[..., int]] | None, str | None]:
+    """The kernel's entry point per dtype and None, or None and why the library could not be built or
+    loaded (decided once a process)."""
     try:
-        function = ctypes.CDLL(str(build())).sr_window_attention_f32
+        library = ctypes.CDLL(str(build()))
     except BuildError as error:
         return None, f"could not build it: {error}"
     except OSError as error:
         return None, f"could not load it: {error}"
-    function.argtypes = [
-        _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INT,
-        _POINTER, _POINTER, _INT, _INT, _INT, _INT, _INT, ctypes.c_float,
-    ]  # fmt: skip
-    function.restype = ctypes.c_int
-    return function, None
+    functions = {}
+    for dtype, name in _ENTRY_POINTS.items():
+        function = getattr(library, name)
+        function.argtypes = [
+            _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _POINTER, _INT,
+            _POINTER, _POINTER, _INT, _INT, _INT, _INT, _INT, ctypes.c_float,
+        ]  # fmt: skip
+        function.restype = ctypes.c_int
+        functions[dtype] = function
+    return functions, None
