@@ -5,9 +5,9 @@
 // at::parallel_for runs on torch's own thread pool) and called through ctypes. Each window packs its kᵀ and
 // v (all heads) into small zero-padded fp32 buffers that stay in cache, then walks each head's queries four
 // rows at a time: scores in registers, bias and mask added, softmax with a vectorised exp, and the product
-// with v, without ever writing the Nq × Nk matrix to memory. Inputs are read through their strides (the strided views of a
-// packed qkv projection need no copy). GCC vector extensions keep the source portable: -march=native
-// picks AVX-512 where the CPU has it.
+// with v, without ever writing the Nq × Nk matrix to memory. Inputs are read through their strides (the
+// strided views of a packed qkv projection need no copy). GCC vector extensions keep the source portable:
+// -march=native picks AVX-512 where the CPU has it.
 
 #include <ATen/Parallel.h>
 
@@ -104,13 +104,15 @@ int64_t window_span(const int64_t* strides, int64_t heads, int64_t tokens, int64
 // Asks for part `part` of `parts` of a byte range to be brought into cache.
 void prefetch(const void* start, int64_t bytes, int64_t part, int64_t parts) {
   const char* base = reinterpret_cast<const char*>(start);
-  for (int64_t at = bytes * part / parts; at < bytes * (part + 1) / parts; at += 64) __builtin_prefetch(base + at);
+  for (int64_t at = bytes * part / parts; at < bytes * (part + 1) / parts; at += 64)
+    __builtin_prefetch(base + at);
 }
 
-// Scores of four packed query rows (scaled, kRows × dim) against key columns j0 .. j0 + 16·V of kᵀ.
+// Scores of four packed query rows (scaled, kRows × dim) against key columns j0 .. j0 + 16·V of kᵀ (row
+// stride kt_stride), into acc.
 template <int V>
-inline void score_tile(const float* qp, int64_t dim, const float* kt, int64_t kt_stride, int64_t j0, float* s) {
-  v16 acc[kRows][V] = {};
+inline void scores(const float* qp, int64_t dim, const float* kt, int64_t kt_stride, int64_t j0,
+                   v16 (&acc)[kRows][V]) {
   for (int64_t c = 0; c < dim; ++c) {
     const float* row = kt + c * kt_stride + j0;
     v16 kv[V];
@@ -123,6 +125,14 @@ inline void score_tile(const float* qp, int64_t dim, const float* kt, int64_t kt
       for (int t = 0; t < V; ++t) acc[r][t] += qv * kv[t];
     }
   }
+}
+
+// The same scores stored to s (row stride kt_stride), for rows longer than registers hold.
+template <int V>
+inline void score_tile(const float* qp, int64_t dim, const float* kt, int64_t kt_stride, int64_t j0,
+                       float* s) {
+  v16 acc[kRows][V] = {};
+  scores(qp, dim, kt, kt_stride, j0, acc);
 #pragma GCC unroll 4
   for (int r = 0; r < kRows; ++r)
 #pragma GCC unroll 8
@@ -135,17 +145,7 @@ template <int V>
 inline void short_rows(const float* qp, int64_t dim, const float* kt, const float* const* bias_rows,
                        const float* const* mask_rows, float* p, float* inv_sum) {
   v16 acc[kRows][V] = {};
-  for (int64_t c = 0; c < dim; ++c) {
-    v16 kv[V];
-#pragma GCC unroll 4
-    for (int t = 0; t < V; ++t) kv[t] = load(kt + c * kLanes * V + kLanes * t);
-#pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) {
-      const v16 qv = splat(qp[r * dim + c]);
-#pragma GCC unroll 4
-      for (int t = 0; t < V; ++t) acc[r][t] += qv * kv[t];
-    }
-  }
+  scores(qp, dim, kt, kLanes * V, 0, acc);
 #pragma GCC unroll 4
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 4
@@ -181,7 +181,8 @@ ShortRows short_rows_for(int64_t vectors) {
 }
 
 // Four rows of probabilities (kRows × n_k, row stride p_stride) times packed v (n_k × 16·V), each row
-// divided by its sum; the first `rows` rows are written to out (dim contiguous columns, row stride out_stride).
+// divided by its sum; the first `rows` rows are written to out (dim contiguous columns, row stride
+// out_stride).
 template <int V>
 inline void value_tile(const float* p, int64_t p_stride, int64_t n_k, const float* vp, const float* inv_sum,
                        float* out, int64_t out_stride, int64_t rows, int64_t dim) {
@@ -204,8 +205,8 @@ inline void value_tile(const float* p, int64_t p_stride, int64_t n_k, const floa
   }
 }
 
-typedef void (*ValueTile)(const float*, int64_t, int64_t, const float*, const float*, float*, int64_t, int64_t,
-                          int64_t);
+typedef void (*ValueTile)(const float*, int64_t, int64_t, const float*, const float*, float*, int64_t,
+                          int64_t, int64_t);
 
 ValueTile value_tile_for(int64_t vectors) {
   switch (vectors) {
