@@ -5,6 +5,8 @@ mask), with a reason everywhere else."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -155,6 +157,23 @@ def test_a_failed_build_falls_back_to_sdpa_and_says_why(monkeypatch):
     assert (out.double() - exact([q, k, v, bias, mask], 30**-0.5)).abs().max().item() <= 1e-5
     with pytest.raises(BackendUnavailable, match="could not build it: no C"):
         window_attention(q, k, v, backend="fused_cpu")
+
+
+def test_a_library_that_cannot_be_built_is_reported_once(monkeypatch):
+    def no_compiler():
+        raise fused_cpu_build.BuildError("no C++ compiler found (set CXX, or install g++)")
+
+    monkeypatch.setattr(fused_cpu, "build", no_compiler)
+    fused_cpu._library.cache_clear()
+    q = torch.empty(1, 1, 1, 8)
+    try:
+        with pytest.warns(RuntimeWarning, match="could not build it: no C\\+\\+ compiler found.*using SDPA"):
+            assert fused_cpu.why_unavailable(q, False).startswith("could not build it")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # decided once a process: no second warning
+            assert fused_cpu.why_unavailable(q, False).startswith("could not build it")
+    finally:
+        fused_cpu._library.cache_clear()
 
 
 def test_build_is_cached_and_rebuilt_only_when_its_inputs_change(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -71,13 +72,13 @@ def _strides(t: Tensor) -> ctypes.Array:
 @functools.cache
 def _library() -> tuple[dict[torch.dtype, Callable[..., int]] | None, str | None]:
     """The kernel's entry point per dtype and None, or None and why the library could not be built or
-    loaded (decided once a process)."""
+    loaded (decided once a process, with a warning saying so then)."""
     try:
         library = ctypes.CDLL(str(build()))
-    except BuildError as error:
-        return None, f"could not build it: {error}"
-    except OSError as error:
-        return None, f"could not load it: {error}"
+    except (BuildError, OSError) as error:
+        reason = f"could not {'build' if isinstance(error, BuildError) else 'load'} it: {error}"
+        warnings.warn(f"fused CPU window attention {reason}; using SDPA", RuntimeWarning, stacklevel=2)
+        return None, reason
     functions = {}
     for dtype, name in _ENTRY_POINTS.items():
         function = getattr(library, name)
