@@ -228,20 +228,14 @@ inline float softmax_row(float* s, const float* bias_row, const float* mask_row,
   if (mask_row)
     for (int64_t j = 0; j < n_k; ++j) s[j] += mask_row[j];
   for (int64_t j = n_k; j < n_kp; ++j) s[j] = -std::numeric_limits<float>::infinity();
-  v16 vmax = splat(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < n_kp; j += kLanes) {
-    const v16 x = load(s + j);
-    vmax = x > vmax ? x : vmax;
-  }
-  float top = vmax[0];
-  for (int t = 1; t < kLanes; ++t) top = vmax[t] > top ? vmax[t] : top;
+  v16 top = splat(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < n_kp; j += kLanes) top = vmax(top, load(s + j));
+  top = all_max(top);
   for (int64_t j = 0; j < n_kp; j += kLanes) store(s + j, vexp(load(s + j) - top));
   for (int64_t j = n_k; j < n_kp; ++j) s[j] = 0.0f;
-  v16 vsum = {};
-  for (int64_t j = 0; j < n_kp; j += kLanes) vsum += load(s + j);
-  float total = 0.0f;
-  for (int t = 0; t < kLanes; ++t) total += vsum[t];
-  return total;
+  v16 total = {};
+  for (int64_t j = 0; j < n_kp; j += kLanes) total += load(s + j);
+  return all_sum(total)[0];
 }
 
 // One window, all heads. Its q, k and v are packed first, reading rows in memory order (heads side by side
