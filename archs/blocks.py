@@ -1,5 +1,5 @@
-"""Blocks shared by several families: convolution, mean shift, channel attention, upsamplers, MLP, the
-residual-group closing convolution (1conv/3conv).
+"""Blocks shared by several families: convolution, dilated convolution, mean shift, channel attention,
+upsamplers, MLP, the residual-group closing convolution (1conv/3conv).
 
 Module and parameter names follow the official code that uses each block, so checkpoints load strictly.
 """
@@ -42,6 +42,26 @@ def windowed_pixelshuffle_forward(net: nn.Module, x: torch.Tensor) -> torch.Tens
 def default_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
     """A 'same'-padded convolution with bias (EDSR-PyTorch's `default_conv`)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+
+class DilatedConv2d(nn.Conv2d):
+    """nn.Conv2d for dilation > 1 (same parameters and output) that trains correctly in bfloat16 on CPU.
+
+    With torch 2.13's oneDNN, the weight gradient of a bf16 stride-1 dilated convolution over a channels-last
+    input is wrong on CPU (relative error ~1, often inf/NaN from uninitialised memory; any groups, kernel 3
+    or 5, inputs from 32x48 up; fp32, fp16 and NCHW inputs are right). Such inputs are made NCHW-contiguous
+    when a weight gradient will be taken in bf16 (under CPU autocast or with bf16 tensors), and only then.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and self.weight.requires_grad
+            and (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))
+        ):
+            x = x.contiguous()
+        return super().forward(x)
 
 
 class MeanShift(nn.Conv2d):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archs.blocks import DilatedConv2d
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import window_attention, window_partition, window_reverse
 from kernels.tracing import is_exporting
@@ -159,7 +160,7 @@ class CAMixer(nn.Module):
         self.project_k = nn.Linear(dim, dim)
         self.conv_sptial = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1, groups=dim),
-            nn.Conv2d(dim, dim, 3, padding=2, groups=dim, dilation=2),
+            DilatedConv2d(dim, dim, 3, padding=2, groups=dim, dilation=2),
         )
         self.project_out = nn.Conv2d(dim, dim, 1)
         self.act = nn.GELU()

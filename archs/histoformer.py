@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import reflect_pad_to
+from archs.blocks import DilatedConv2d, reflect_pad_to
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
 FACTOR = 8  # three 2x downsamplings
@@ -53,7 +53,7 @@ class FeedForward(nn.Module):
         quarter = hidden // 4
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv_5 = nn.Conv2d(quarter, quarter, 5, padding=2, groups=quarter, bias=bias)
-        self.dwconv_dilated2_1 = nn.Conv2d(
+        self.dwconv_dilated2_1 = DilatedConv2d(
             quarter, quarter, 3, padding=2, dilation=2, groups=quarter, bias=bias
         )
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import reflect_pad_to
+from archs.blocks import DilatedConv2d, reflect_pad_to
 from archs.histoformer import Downsample, PatchEmbed, SkipPatchEmbed, Upsample
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 
@@ -175,7 +175,7 @@ class DIFF(nn.Module):
         self.decompose = nn.Conv2d(quarter, 1, 1)
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv_5 = nn.Conv2d(quarter, quarter, 5, padding=2, groups=quarter, bias=bias)
-        self.dwconv_dilated2_1 = nn.Conv2d(
+        self.dwconv_dilated2_1 = DilatedConv2d(
             quarter, quarter, 3, padding=2, groups=quarter, bias=bias, dilation=2
         )
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
