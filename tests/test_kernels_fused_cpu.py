@@ -13,7 +13,7 @@ import torch
 import kernels
 from kernels import BackendUnavailable, choose_backend, why_not, window_attention
 from kernels.backends import fused_cpu, fused_cpu_build, reference
-from tests.test_kernels_parity import FAMILIES, make_inputs, relative_error
+from tests.helpers.attention_inputs import FAMILIES, make_inputs, relative_error
 
 
 def exact(inputs, scale):

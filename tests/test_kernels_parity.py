@@ -13,44 +13,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 
 import pytest
 import torch
 
-from kernels import region_mask, window_attention
+from kernels import window_attention
 from kernels.backends import reference
+from tests.helpers.attention_inputs import FAMILIES, Family, make_inputs, relative_error
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    n_q: int
-    n_k: int
-    head_dim: int
-    masked: bool = True
-    biased: bool = True
-    scale: float | None = None
-
-
-FAMILIES = [
-    Family("swinir-classic", 64, 64, 30),
-    Family("swinir-light", 64, 64, 10),
-    Family("hat-sa=dat-spatial", 256, 256, 30),
-    Family("hat-s-sa", 256, 256, 24),
-    Family("hat-ocab", 256, 576, 30, masked=False),
-    Family("srformer-psa", 484, 121, 30),
-    Family("srformer-light-psa", 256, 64, 10),
-    Family("dat-s-spatial", 128, 128, 30),
-    Family("dat-light-spatial", 256, 256, 10),
-    Family("camixer", 256, 256, 60, masked=False, biased=False, scale=1.0),
-]
-IMAGES, WINDOWS = 2, 2
 CASES = [
     pytest.param(family, extras, id=f"{family.name}-{'extras' if extras else 'plain'}")
     for family in FAMILIES
@@ -78,31 +52,6 @@ def _backends() -> list:
             marks=[*triton_marks, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")],
         ),
     ]
-
-
-def make_inputs(family: Family, dtype: torch.dtype, device: str, *, bias: bool, mask: bool, seed: int = 0):
-    """q, k, v as strided views of packed projections (as networks produce them), bias, and a 0/−100 mask
-    of random regions in which every query keeps at least one key."""
-    gen = torch.Generator().manual_seed(seed)
-    windows, heads = (IMAGES * WINDOWS, 1) if mask else (IMAGES, 2)
-    dim = family.head_dim
-    spread = 1.0 if family.scale is None else dim**-0.25  # keep logits O(1) when scale is 1
-    q = (torch.randn(windows, family.n_q, 1, heads, dim, generator=gen) * spread).permute(2, 0, 3, 1, 4)[0]
-    kv = torch.randn(windows, family.n_k, 2, heads, dim, generator=gen).permute(2, 0, 3, 1, 4)
-    k, v = kv[0] * spread, kv[1]
-    bias_t = torch.randn(heads, family.n_q, family.n_k, generator=gen) if bias else None
-    mask_t = None
-    if mask:
-        query_ids = torch.randint(0, 4, (WINDOWS, family.n_q), generator=gen)
-        key_ids = torch.randint(0, 4, (WINDOWS, family.n_k), generator=gen)
-        key_ids[:, :4] = torch.arange(4)
-        mask_t = region_mask(query_ids, key_ids, dtype=torch.float32)
-    return [None if t is None else t.to(device=device, dtype=dtype) for t in (q, k, v, bias_t, mask_t)]
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    expected = expected.double()
-    return ((actual.double() - expected).norm() / expected.norm()).item()
 
 
 def check_against_float64(backend: str, device: str, family: Family, dtype, *, bias: bool, mask: bool):
