@@ -16,8 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DilatedConv2d, reflect_pad_to
+from archs.blocks import (
+    DilatedConv2d,
+    PixelShuffle,
+    PixelUnshuffle,
+    pixel_shuffle,
+    pixel_unshuffle,
+    reflect_pad_to,
+)
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
+from kernels.sort import sort
 
 FACTOR = 8  # three 2x downsamplings
 NORMS = ("WithBias", "BiasFree")
@@ -59,9 +67,9 @@ class FeedForward(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = F.pixel_shuffle(self.project_in(x), 2).chunk(2, dim=1)
+        x1, x2 = pixel_shuffle(self.project_in(x), 2).chunk(2, dim=1)
         x = F.mish(self.dwconv_dilated2_1(x2)) * self.dwconv_5(x1)
-        return self.project_out(F.pixel_unshuffle(x, 2))
+        return self.project_out(pixel_unshuffle(x, 2))
 
 
 class HistogramAttention(nn.Module):
@@ -107,11 +115,11 @@ class HistogramAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         half = c // 2
-        sorted_h, index_h = x[:, :half].sort(-2)
-        sorted_hw, index_w = sorted_h.sort(-1)
+        sorted_h, index_h = sort(x[:, :half], -2)
+        sorted_hw, index_w = sort(sorted_h, -1)
         x = torch.cat([sorted_hw, x[:, half:]], dim=1)
         q1, k1, q2, k2, v = self.qkv_dwconv(self.qkv(x)).chunk(5, dim=1)
-        v, index = v.reshape(b, c, -1).sort(dim=-1)
+        v, index = sort(v.reshape(b, c, -1), -1)
         q1, k1, q2, k2 = (torch.gather(t.reshape(b, c, -1), 2, index) for t in (q1, k1, q2, k2))
         out1 = unsort(self.binned_attention(q1, k1, v, box=True), index, 2)
         out2 = unsort(self.binned_attention(q2, k2, v, box=False), index, 2)
@@ -166,7 +174,7 @@ class Downsample(nn.Module):
     def __init__(self, n_feat: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2)
+            nn.Conv2d(n_feat, n_feat // 2, 3, padding=1, bias=False), PixelUnshuffle(2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +184,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, n_feat: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+        self.body = nn.Sequential(nn.Conv2d(n_feat, n_feat * 2, 3, padding=1, bias=False), PixelShuffle(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DilatedConv2d, reflect_pad_to
+from archs.blocks import DilatedConv2d, pixel_shuffle, pixel_unshuffle, reflect_pad_to
 from archs.histoformer import Downsample, PatchEmbed, SkipPatchEmbed, Upsample
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
+from kernels.sort import sort
 
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 SOBEL_Y = ((-1.0, -2.0, -1.0), (0.0, 0.0, 0.0), (1.0, 2.0, 1.0))
@@ -101,7 +102,7 @@ class DHOGSA(nn.Module):
             [(mag * (ori == i).to(x.dtype)).mean(dim=(-1, -2)) for i in range(self.n_bins)], -1
         )
         hist = hist / (hist.sum(dim=-1, keepdim=True) + 1e-8)
-        order = (mag * (ori + 1)).sum(dim=2, keepdim=True).expand_as(patches).sort(dim=-1)[1]
+        order = sort((mag * (ori + 1)).sum(dim=2, keepdim=True), -1)[1].expand_as(patches)
         n_h, n_w = (h + _pad_amount(h, p)) // p, (w + _pad_amount(w, p)) // p
         # Contiguous as the official map: the convolution of a strided view differs in the last bit, and the
         # sorts downstream turn last bits into swapped pixels.
@@ -138,7 +139,7 @@ class DHOGSA(nn.Module):
         q1, k1, q2, k2, v = self.qkv_dwconv(self.qkv(x)).chunk(5, dim=1)
         magnitude, orientation = self._gradients(v)
         key = (magnitude * ((orientation + torch.pi) / (2 * torch.pi))).reshape(b, c, -1).sum(dim=1)
-        idx = key.sort(dim=-1)[1].unsqueeze(1).expand(b, c, -1)
+        idx = sort(key, -1)[1].unsqueeze(1).expand(b, c, -1)
         q1, k1, q2, k2, v = (torch.gather(t.reshape(b, c, -1), 2, idx) for t in (q1, k1, q2, k2, v))
         out1 = self._attend(q1, k1, v, box=True)
         out2 = self._attend(q2, k2, v, box=False)
@@ -181,10 +182,10 @@ class DIFF(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = F.pixel_shuffle(self.project_in(x), 2).chunk(2, dim=1)
+        x1, x2 = pixel_shuffle(self.project_in(x), 2).chunk(2, dim=1)
         x = F.mish(self.dwconv_dilated2_1(x2)) * self.dwconv_5(x1)
         x = x + self.sigma(x - F.gelu(self.decompose(x)))
-        return self.project_out(F.pixel_unshuffle(x, 2))
+        return self.project_out(pixel_unshuffle(x, 2))
 
 
 class TransformerBlock(nn.Module):

@@ -1,4 +1,5 @@
-"""Builds the fused CPU window-attention library (fused_cpu.cpp) once per machine and caches it.
+"""Builds the CPU kernel libraries (fused_cpu.cpp: window attention; kernels/sort_cpu.cpp: row sorts) once per
+machine and caches them.
 
 The library is compiled for the CPU it runs on (-march=native) and linked to the installed torch's libraries,
 so `at::parallel_for` runs on torch's own thread pool. Files are cached under `$SR_KERNELS_DIR` (default
@@ -40,15 +41,18 @@ def compiler() -> str:
     return named
 
 
-def build(directory: Path | None = None) -> Path:
-    """The path of the built library, compiling it first unless this machine's build is cached."""
+def build(directory: Path | None = None, source: Path | None = None) -> Path:
+    """The path of the library built from `source` (default: the window-attention kernel, `SOURCE`),
+    compiling it first unless this machine's build is cached."""
+    source = source or SOURCE
     cxx = compiler()
     torch_dir = Path(torch.__file__).parent
     command = [
-        cxx, *FLAGS, f"-I{torch_dir / 'include'}", str(SOURCE), f"-L{torch_dir / 'lib'}",
+        cxx, *FLAGS, f"-I{torch_dir / 'include'}", str(source), f"-L{torch_dir / 'lib'}",
         "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}",
     ]  # fmt: skip
-    target = (directory or cache_dir()) / f"window_attention-{_fingerprint(cxx, command)}.so"
+    name = "window_attention" if source == SOURCE else source.stem
+    target = (directory or cache_dir()) / f"{name}-{_fingerprint(cxx, command, source)}.so"
     if target.exists():
         return target
     try:
@@ -64,10 +68,10 @@ def build(directory: Path | None = None) -> Path:
         if result.returncode != 0:
             lines = result.stderr.splitlines()
             first = next((line for line in lines if "error" in line), lines[0] if lines else "no output")
-            raise BuildError(f"{Path(cxx).name} failed on {SOURCE.name}: {first.strip()}")
+            raise BuildError(f"{Path(cxx).name} failed on {source.name}: {first.strip()}")
         os.replace(partial, target)
     except subprocess.TimeoutExpired:
-        raise BuildError(f"{Path(cxx).name} took over {BUILD_TIMEOUT_S} s on {SOURCE.name}") from None
+        raise BuildError(f"{Path(cxx).name} took over {BUILD_TIMEOUT_S} s on {source.name}") from None
     except OSError as error:
         raise BuildError(f"cannot run {cxx}: {error.strerror or error}") from None
     finally:
@@ -75,8 +79,8 @@ def build(directory: Path | None = None) -> Path:
     return target
 
 
-def _fingerprint(cxx: str, command: list[str]) -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes())
+def _fingerprint(cxx: str, command: list[str], source: Path) -> str:
+    digest = hashlib.sha256(source.read_bytes())
     digest.update("\0".join(command).encode())
     digest.update(torch.__version__.encode())
     digest.update(_compiler_version(cxx).encode())
