@@ -67,7 +67,7 @@ class DilatedConv2d(nn.Conv2d):
 
 def pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     """F.pixel_shuffle, as a view, a permute and one copy for contiguous CPU tensors: the same values, and
-    several times faster than torch 2.13's CPU kernel (`python -m benchmarks.pixel_shuffle`). Exports keep
+    several times faster than torch 2.13's CPU kernel (`python -m benchmarks.histogram_ops`). Exports keep
     F.pixel_shuffle (one DepthToSpace node)."""
     if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or is_exporting():
         return F.pixel_shuffle(x, factor)

@@ -1,10 +1,10 @@
 """`sort`: torch.sort for the value sorts of the histogram-attention networks (Histoformer, HOGformer), by a
 compiled CPU kernel (sort_cpu.cpp) in float32 inference: 1.2-1.3x torch.sort on rows of 128 and more.
 
-Same values and indices as torch.sort (ascending, stable: equal values keep their order, -0.0 equals +0.0,
-NaN last), so the networks' outputs do not change by a bit. torch.sort runs instead when gradients are
-needed, while exporting or tracing, off the CPU, for other dtypes, on rows shorter than 64 or expanded
-(stride 0, where torch.sort does not sort), and when the kernel cannot be built.
+Same values and indices as torch.sort (ascending, NaN last, -0.0 equal to +0.0, and equal values in the
+order torch's unstable std::sort leaves them), so the networks' outputs do not change by a bit. torch.sort
+runs instead when gradients are needed, while exporting or tracing, off the CPU, for other dtypes, on rows
+shorter than 64 or expanded (stride 0, where torch.sort does not sort), and when the kernel cannot be built.
 """
 
 from __future__ import annotations

@@ -51,8 +51,7 @@ def build(directory: Path | None = None, source: Path | None = None) -> Path:
         cxx, *FLAGS, f"-I{torch_dir / 'include'}", str(source), f"-L{torch_dir / 'lib'}",
         "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}",
     ]  # fmt: skip
-    name = "window_attention" if source == SOURCE else source.stem
-    target = (directory or cache_dir()) / f"{name}-{_fingerprint(cxx, command, source)}.so"
+    target = (directory or cache_dir()) / f"{source.stem}-{_fingerprint(cxx, command, source)}.so"
     if target.exists():
         return target
     try:
