@@ -51,12 +51,17 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_exporting():  # one LayerNormalization: ONNX Runtime's ReduceMean over channels is slow
-            y = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias, self.eps)
-            return y.permute(0, 3, 1, 2)
+            return self.as_layer_norm(x)
         u = x.mean(1, keepdim=True)
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+    def as_layer_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation as one F.layer_norm over a channels-last view: one pass, no temporaries
+        (fastest on channels-last input); equal to `forward` up to rounding."""
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
 
 
 def window_coordinates(x: torch.Tensor, window: int) -> torch.Tensor:

@@ -13,6 +13,9 @@ Two parts differ in form, not in function, from the official code:
   `tlc_kernel`² crops laid out by the official `grids` rule and averaged back; here the crops' positions
   are computed with tensor ops (`tlc_windows`) and gathered/scattered with index ops, any batch size, so an
   exported graph lays out the crops for whatever size it is given. Training mode attends over the whole map.
+CPU inference (fp32, no autograd) takes a faster path with the same function: the feed-forward's GELU gate
+and residual fused into its convolutions (archs.fused_conv), LayerNorm in place, and the TLC crops cut and
+added back as slices, in the same order as the gathered form.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler
+from archs.fused_conv import conv_gelu, conv_then, fusable
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
-from kernels.tracing import is_exporting
+from kernels.tracing import is_exporting, is_graph_capture
 
 UPSAMPLERS = ("pixelshuffledirect", "pixelshuffle")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}  # SparseGSA's (relu released)
@@ -78,10 +82,15 @@ class LayerNorm(nn.Module):
         self.body.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.body.weight[:, None, None], self.body.bias[:, None, None]
+        if fusable(x):  # inference: the same operations, in place on one new tensor
+            centred = x - x.mean(1, keepdim=True)
+            var = centred.square().mean(1, keepdim=True)
+            return centred.div_(var.add_(1e-5).sqrt_()).mul_(weight).add_(bias)
         mu = x.mean(1, keepdim=True)
         var = (x - mu).pow(2).mean(1, keepdim=True)
         x = (x - mu) / torch.sqrt(var + 1e-5)
-        return x * self.body.weight[:, None, None] + self.body.bias[:, None, None]
+        return x * weight + bias
 
 
 class FeedForward(nn.Module):
@@ -94,9 +103,25 @@ class FeedForward(nn.Module):
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The feed-forward of `x`, plus `residual` when given."""
+        if fusable(x):
+            return self._fused(x, residual)
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        out = self.project_out(F.gelu(x1) * x2)
+        return out if residual is None else out + residual
+
+    def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """`forward` for CPU inference: the depth-wise convolution in two halves, GELU fused into the first
+        and the gate's product into the second, the residual into project_out (archs.fused_conv)."""
+        inner = self.project_in(x)
+        hidden = inner.shape[1] // 2
+        dwconv, weight = self.dwconv, self.dwconv.weight
+        gate = conv_gelu(dwconv, inner[:, :hidden], weight[:hidden])
+        gated = conv_then(dwconv, inner[:, hidden:], "mul", gate, weight=weight[hidden:])
+        if residual is None:
+            return self.project_out(gated)
+        return conv_then(self.project_out, gated, "add", residual)
 
 
 class IDynamicDWConv(nn.Module):
@@ -146,7 +171,7 @@ class IDynamicLayerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.IDynamicDWConv(self.norm1(x)) + x
-        return self.IDynamic_ffn(self.norm2(x)) + x
+        return self.IDynamic_ffn(self.norm2(x), residual=x)
 
 
 class SparseAttention(nn.Module):
@@ -176,6 +201,8 @@ class SparseAttention(nn.Module):
         b, c3, h, w = qkv.shape
         rows = tlc_windows(h, self.tlc_kernel, qkv.device)
         cols = tlc_windows(w, self.tlc_kernel, qkv.device)
+        if not is_graph_capture():
+            return self._attend_in_sliced_crops(qkv, rows[:, 0].tolist(), cols[:, 0].tolist(), rows, cols)
         (nr, kh), (nc, kw) = rows.shape, cols.shape
         crops = qkv.index_select(2, rows.flatten()).index_select(3, cols.flatten())
         crops = crops.reshape(b, c3, nr, kh, nc, kw).permute(0, 2, 4, 1, 3, 5).reshape(b * nr * nc, c3, -1)
@@ -184,6 +211,22 @@ class SparseAttention(nn.Module):
         out = out.reshape(b, c3 // 3, -1)
         summed = torch.zeros_like(qkv[:, : c3 // 3].flatten(2))
         summed = summed.scatter_add(2, target.expand(b, c3 // 3, -1), out).reshape(b, c3 // 3, h, w)
+        coverage = _coverage(rows, h)[:, None] * _coverage(cols, w)[None, :]
+        return summed / coverage.to(summed.dtype)
+
+    def _attend_in_sliced_crops(
+        self, qkv: torch.Tensor, row_starts: list[int], col_starts: list[int], rows: torch.Tensor,
+        cols: torch.Tensor,
+    ) -> torch.Tensor:
+        """`_attend_in_crops` with the crops cut and added back as slices (sizes known, not traced): one copy
+        in, where index_select needs three, and the same sums in the same order as its scatter_add."""
+        b, c3, h, w = qkv.shape
+        kh, kw = rows.shape[1], cols.shape[1]
+        crops = torch.stack([qkv[..., r : r + kh, c : c + kw] for r in row_starts for c in col_starts], 1)
+        out = self._attend(crops.reshape(-1, c3, kh * kw)).reshape(b, -1, c3 // 3, kh, kw)
+        summed = qkv.new_zeros(b, c3 // 3, h, w)
+        for index, (r, c) in enumerate((r, c) for r in row_starts for c in col_starts):
+            summed[..., r : r + kh, c : c + kw] += out[:, index]
         coverage = _coverage(rows, h)[:, None] * _coverage(cols, w)[None, :]
         return summed / coverage.to(summed.dtype)
 
@@ -212,7 +255,7 @@ class SparseAttentionLayerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.restormer_attn(self.norm3(x)) + x
-        return self.restormer_ffn(self.norm4(x)) + x
+        return self.restormer_ffn(self.norm4(x), residual=x)
 
 
 class BuildBlock(nn.Module):

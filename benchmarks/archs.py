@@ -42,6 +42,7 @@ from archs.srformer import SRFormer
 from archs.swinir import SwinIR
 from benchmarks.memory import rss_peak_mib
 from kernels import ENV_VAR
+from sr.allocator import keep_freed_memory
 from sr.loading import channels_last_weights
 from tests.oracles import camixer_reference
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="these networks (RCAN, HAN, preset names) and no others")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the engine does (sr.allocator), for both sides alike
     torch.manual_seed(0)
     rcan = RCAN(scale=4).eval()
     reference = spandrel_model(rcan.state_dict())
@@ -245,7 +247,8 @@ def main() -> None:
     peak_gflops = {size: 2 * 2048**3 / ms[size]["matmul"] / 1e6 for size in args.sizes}
     print(
         f"fp32 CPU, {args.threads} threads, x4, official sizes (10 groups x 20 blocks, 64 features), "
-        f"median of {args.repeat} after 1 warm-up, all networks interleaved; torch {torch.__version__}; "
+        f"median of {args.repeat} after 1 warm-up, all networks interleaved, freed memory kept as the "
+        f"engine keeps it (sr.allocator); torch {torch.__version__}; "
         f"load average {load_before:.1f} before timing, {os.getloadavg()[0]:.1f} after; fp32 matmul peak "
         + ", ".join(f"{peak_gflops[size]:.0f} GFLOP/s (at {size}x{size})" for size in args.sizes)
     )

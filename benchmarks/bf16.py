@@ -21,6 +21,7 @@ import torch
 import archs
 import sr
 from benchmarks.archs import median_ms
+from sr.allocator import keep_freed_memory
 from sr.evaluate import dataset_dirs, evaluate_set, find_pairs
 from sr.loading import channels_last_weights
 from sr.upscale import cpu_has_native_bf16
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=SHARED / "weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the engine does (sr.allocator), for both sides alike
     load_before = os.getloadavg()[0]
     rows = []
     for family, preset, size in PRESETS:

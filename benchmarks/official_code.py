@@ -64,6 +64,7 @@ from archs.hogformer import HOGformer
 from archs.registry import Family
 from benchmarks.archs import forward, median_ms
 from benchmarks.memory import rss_peak_mib
+from sr.allocator import keep_freed_memory
 from tests.oracles.torchvision_stub import install as install_torchvision_stub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,6 +317,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=SHARED / "weights", help="official weight files")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the engine does (sr.allocator), for both sides alike
     pairs, skipped = official_pairs(args.only, args.official_root, args.weights)
     runs: dict[str, Callable[[], torch.Tensor]] = {}
     for index, pair in enumerate(pairs):
@@ -331,7 +333,8 @@ def main() -> None:
     peaks = {name: rss_peak_mib(run) for name, run in runs.items()}
     print(
         f"fp32 CPU, {args.threads} threads, batch 1, median of {args.repeat} after 1 warm-up, all runs "
-        f"interleaved; torch {torch.__version__}; load average {load_before:.1f} before timing, "
+        f"interleaved, freed memory kept as the engine keeps it (sr.allocator); torch {torch.__version__}; "
+        f"load average {load_before:.1f} before timing, "
         f"{load_after:.1f} after"
     )
     print(

@@ -33,6 +33,7 @@ import torch
 
 import archs
 from benchmarks.memory import rss_peak_mib
+from sr.allocator import keep_freed_memory
 from sr.loading import LoadedModel, channels_last_weights
 from sr.onnx.export import export
 from sr.onnx.runtime import OrtModule, session
@@ -122,6 +123,7 @@ def main() -> None:
         _peak_child(args)
         return
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the engine does, for every engine alike
     print(f"fp32 CPU, {args.threads} threads, x4, {args.repeat} interleaved rounds after a warm-up: medians")
     header = ("network", "size", "eager ms", "ORT ms", "ORT/eager", "eager peak MiB", "ORT peak MiB")
     print("{:<18}{:>6}{:>11}{:>10}{:>11}{:>16}{:>14}".format(*header))

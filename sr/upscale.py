@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from sr.allocator import keep_freed_memory
 from sr.loading import LoadedModel
 
 # Inputs with more LR pixels than AUTO_TILE² are tiled by default, keeping CPU memory near a few GB at most.
@@ -82,6 +83,8 @@ def upscale_tensor(
     (PAN: ~16 LR px). The output is not clamped.
     """
     device = next(net.model.parameters(), torch.empty(0)).device  # ONNX Runtime modules hold none
+    if device.type == "cpu":
+        keep_freed_memory()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" and net.supports_bf16 else torch.float32)
     n, c, h, w = lr.shape
     s, m = net.scale, net.multiple_of
