@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archs.fused_conv import conv_gelu, conv_then, fusable
 from archs.registry import MissingHyperParameter, StateDict, shape
 from kernels.tracing import is_exporting
 
@@ -209,6 +210,38 @@ class UpsampleOneStep(nn.Sequential):
 
     def __init__(self, scale: int, num_feat: int, num_out_ch: int) -> None:
         super().__init__(nn.Conv2d(num_feat, scale * scale * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
+
+
+class GatedFeedForward(nn.Module):
+    """Restormer's gated depth-wise feed-forward (GDFN), bias-free: 1×1 to 2·hidden, 3×3 depth-wise,
+    GELU(first half) · second half, 1×1 back to `dim` (keys `project_in`, `dwconv`, `project_out`).
+
+    CPU inference (archs.fused_conv) runs the depth-wise convolution in two halves, the GELU fused into the
+    first and the gate's product into the second, and a residual into `project_out`."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=False)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The feed-forward of `x`, plus `residual` when given."""
+        if fusable(x):
+            return self._fused(x, residual)
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        out = self.project_out(F.gelu(x1) * x2)
+        return out if residual is None else out + residual
+
+    def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        inner = self.project_in(x)
+        hidden = inner.shape[1] // 2
+        dwconv, weight = self.dwconv, self.dwconv.weight
+        gate = conv_gelu(dwconv, inner[:, :hidden], weight[:hidden])
+        gated = conv_then(dwconv, inner[:, hidden:], "mul", gate, weight=weight[hidden:])
+        if residual is None:
+            return self.project_out(gated)
+        return conv_then(self.project_out, gated, "add", residual)
 
 
 def residual_conv(dim: int, resi_connection: str) -> nn.Module:

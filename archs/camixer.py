@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DilatedConv2d
+from archs.blocks import DilatedConv2d, GatedFeedForward
+from archs.fused_conv import fusable
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels import window_attention, window_partition, window_reverse
 from kernels.tracing import is_exporting
@@ -222,20 +223,6 @@ class CAMixer(nn.Module):
         return (rank < keep).flatten().view(-1, 1, 1)
 
 
-class GatedFeedForward(nn.Module):
-    """Bias-free gated depthwise-conv FFN: 1x1 to 2C, 3x3 depthwise, GELU(x1)·x2, 1x1 back to C."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.project_in = nn.Conv2d(dim, dim * 2, 1, bias=False)
-        self.dwconv = nn.Conv2d(dim * 2, dim * 2, 3, padding=1, groups=dim * 2, bias=False)
-        self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
-
-
 class Block(nn.Module):
     """Post-norm block: x = norm1(x + mixer(x)); x = norm2(x + ffn(x))."""
 
@@ -244,9 +231,12 @@ class Block(nn.Module):
         self.norm1 = LayerNorm(n_feats)
         self.mixer = CAMixer(n_feats, window, ratio, stochastic)
         self.norm2 = LayerNorm(n_feats)
-        self.ffn = GatedFeedForward(n_feats)
+        self.ffn = GatedFeedForward(n_feats, n_feats)
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        if fusable(x):  # inference: one F.layer_norm per norm, the feed-forward's residual fused in
+            x = self.norm1.as_layer_norm(x + self.mixer(x, condition))
+            return self.norm2.as_layer_norm(self.ffn(x, residual=x))
         x = self.norm1(x + self.mixer(x, condition))
         return self.norm2(x + self.ffn(x))
 

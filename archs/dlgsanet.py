@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archs.blocks import DIV2K_RGB_MEAN, UpsampleOneStep, Upsampler
-from archs.fused_conv import conv_gelu, conv_then, fusable
+from archs.blocks import DIV2K_RGB_MEAN, GatedFeedForward, UpsampleOneStep, Upsampler
+from archs.fused_conv import fusable
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
 from kernels.tracing import is_exporting, is_graph_capture
 
@@ -93,37 +93,6 @@ class LayerNorm(nn.Module):
         return x * weight + bias
 
 
-class FeedForward(nn.Module):
-    """Restormer's gated depth-wise feed-forward (GDFN): 1×1 to 2·hidden, 3×3 depth-wise, GELU gate, 1×1."""
-
-    def __init__(self, dim: int, expansion: float) -> None:
-        super().__init__()
-        hidden = int(dim * expansion)
-        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=False)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
-        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """The feed-forward of `x`, plus `residual` when given."""
-        if fusable(x):
-            return self._fused(x, residual)
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        out = self.project_out(F.gelu(x1) * x2)
-        return out if residual is None else out + residual
-
-    def _fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        """`forward` for CPU inference: the depth-wise convolution in two halves, GELU fused into the first
-        and the gate's product into the second, the residual into project_out (archs.fused_conv)."""
-        inner = self.project_in(x)
-        hidden = inner.shape[1] // 2
-        dwconv, weight = self.dwconv, self.dwconv.weight
-        gate = conv_gelu(dwconv, inner[:, :hidden], weight[:hidden])
-        gated = conv_then(dwconv, inner[:, hidden:], "mul", gate, weight=weight[hidden:])
-        if residual is None:
-            return self.project_out(gated)
-        return conv_then(self.project_out, gated, "add", residual)
-
-
 class IDynamicDWConv(nn.Module):
     """The hyper-network predicting per-pixel k×k filters (1×1 to dim/4, k×k depth-wise, 1×1 to k²·groups),
     applied by `idynamic_conv`; groups = dim / heads (the official `group_channels` is the heads)."""
@@ -167,7 +136,7 @@ class IDynamicLayerBlock(nn.Module):
         self.norm1 = LayerNorm(dim)
         self.IDynamicDWConv = IDynamicDWConvBlock(dim, window_size, heads)
         self.norm2 = LayerNorm(dim)
-        self.IDynamic_ffn = FeedForward(dim, expansion)
+        self.IDynamic_ffn = GatedFeedForward(dim, int(dim * expansion))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.IDynamicDWConv(self.norm1(x)) + x
@@ -251,7 +220,7 @@ class SparseAttentionLayerBlock(nn.Module):
         self.norm3 = LayerNorm(dim)
         self.restormer_attn = SparseAttention(dim, heads, tlc_kernel, act, tlc)
         self.norm4 = LayerNorm(dim)
-        self.restormer_ffn = FeedForward(dim, expansion)
+        self.restormer_ffn = GatedFeedForward(dim, int(dim * expansion))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.restormer_attn(self.norm3(x)) + x

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs import cfsr, dlgsanet, fused_conv
+from archs import blocks, cfsr, dlgsanet, fused_conv
+from archs.camixer import CAMixerSR
 from archs.cfsr import CFSR
 from archs.dlgsanet import DLGSANet, SparseAttention
 from archs.fused_conv import conv_gelu, conv_then, fusable
@@ -111,7 +112,7 @@ def test_dlgsanet_inference_path_equals_the_plain_one(monkeypatch, layout):
               "window_size": 5, "tlc_kernel": 8, "scale": 2}
     model = _perturbed(DLGSANet(**config), 0.05).to(memory_format=layout)
     x = torch.rand(2, 3, 19, 14, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
-    counts = _count_calls(monkeypatch, dlgsanet)
+    counts = _count_calls(monkeypatch, blocks)
     with torch.enable_grad():
         plain = model(x)
     assert counts == {"conv_gelu": 0, "conv_then": 0}
@@ -131,3 +132,19 @@ def test_sliced_crops_sum_exactly_as_the_gathered_ones(monkeypatch):
         monkeypatch.setattr(dlgsanet, "is_graph_capture", lambda: True)
         gathered = attention._attend_in_crops(qkv)
     assert torch.equal(sliced, gathered)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "nhwc"])
+def test_camixersr_inference_path_equals_the_plain_one(monkeypatch, layout):
+    """Half the windows routed to attention (ratio 0.5): the same windows are chosen on both paths."""
+    model = _perturbed(CAMixerSR(n_block=(2, 1), n_group=2, n_feats=16, scale=2, ratio=0.5), 0.05)
+    model = model.to(memory_format=layout)
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+    counts = _count_calls(monkeypatch, blocks)
+    with torch.enable_grad():
+        plain = model(x)
+    assert counts == {"conv_gelu": 0, "conv_then": 0}
+    with torch.inference_mode():
+        fused = model(x)
+    assert counts == {"conv_gelu": 3, "conv_then": 6}
+    assert (fused - plain).abs().max().item() < 1e-5
