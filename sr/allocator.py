@@ -22,7 +22,8 @@ def keep_freed_memory() -> bool:
     glibc's defaults hand blocks of a few MiB back to the kernel when freed, and every new one then costs a
     page fault per page and the kernel's zeroing: for a light network at 128x128 that is a third of its
     time, and it moves from run to run (`python -m benchmarks.allocator`). The process keeps up to 512 MiB
-    of freed memory instead. Applied once per process; False where the C library is not glibc."""
+    of freed memory instead. The engine applies it for CPU inference, `sr train` for training. Applied once
+    per process; False where the C library is not glibc."""
     global _applied
     if _applied:
         return True

@@ -59,3 +59,13 @@ def test_the_engine_keeps_freed_memory_on_cpu(monkeypatch):
 
 def test_applying_twice_is_harmless():
     assert allocator.keep_freed_memory() and allocator.keep_freed_memory()
+
+
+def test_training_keeps_freed_memory(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr("sr.allocator.keep_freed_memory", lambda: calls.append(1))
+    from sr.cli import main
+
+    assert main(["train", "-opt", str(tmp_path / "missing.yml")]) == 1
+    assert calls == [1]
+    assert "missing.yml" in capsys.readouterr().err
