@@ -1,5 +1,5 @@
-"""The fused convolution ops (archs.fused_conv) against torch's separate ops, when they apply, and the CFSR
-and DLGSANet inference paths built on them against those networks' plain (training) paths."""
+"""The fused convolution ops (archs.fused_conv) against torch's separate ops, when they apply, and the CFSR,
+DLGSANet and CAMixerSR inference paths built on them against those networks' plain (training) paths."""
 
 from __future__ import annotations
 
@@ -90,36 +90,42 @@ def _perturbed(model: torch.nn.Module, std: float) -> torch.nn.Module:
     return model.eval()
 
 
+# Each network's fused path against its plain one: (build, input shape, module the fused ops are called from,
+# calls made). Tolerance: fp32 rounding of the output's largest value (CFSR's reach ~20 here).
+NETWORKS = {
+    # released (merged) form, layer scales perturbed to O(1) so every fused residual counts (3 blocks)
+    "CFSR": (
+        lambda: _perturbed(CFSR(embed_dim=16, depths=(2, 1), dw_size=5, scale=2), 0.3),
+        (1, 3, 20, 17), cfsr, {"conv_gelu": 3 * 3, "conv_then": 3 * 3 + 2},
+    ),
+    # eval mode on a map larger than the TLC crops, so the sliced crops run too
+    "DLGSANet": (
+        lambda: _perturbed(DLGSANet(dim=12, groups=1, blocks=2, idynamic_num_heads=3, restormer_num_heads=2,
+                                    window_size=5, tlc_kernel=8, scale=2), 0.05),
+        (2, 3, 19, 14), blocks, {"conv_gelu": 4, "conv_then": 8},
+    ),
+    # half the windows routed to attention (ratio 0.5): the same windows must be chosen on both paths
+    "CAMixerSR": (
+        lambda: _perturbed(CAMixerSR(n_block=(2, 1), n_group=2, n_feats=16, scale=2, ratio=0.5), 0.05),
+        (1, 3, 32, 48), blocks, {"conv_gelu": 3, "conv_then": 6},
+    ),
+}
+
+
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "nhwc"])
-def test_cfsr_inference_path_equals_the_plain_one(monkeypatch, layout):
-    """Released (merged) form, layer scales perturbed to O(1) so every fused residual counts."""
-    model = _perturbed(CFSR(embed_dim=16, depths=(2, 1), dw_size=5, scale=2), 0.3).to(memory_format=layout)
-    x = torch.rand(1, 3, 20, 17, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
-    counts = _count_calls(monkeypatch, cfsr)
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_network_inference_path_equals_the_plain_one(monkeypatch, name, layout):
+    build, shape, module, calls = NETWORKS[name]
+    model = build().to(memory_format=layout)
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+    counts = _count_calls(monkeypatch, module)
     with torch.enable_grad():
         plain = model(x)
     assert counts == {"conv_gelu": 0, "conv_then": 0}
     with torch.inference_mode():
         fused = model(x)
-    assert counts == {"conv_gelu": 3 * 3, "conv_then": 3 * 3 + 2}  # 3 blocks, 2 layers
-    assert (fused - plain).abs().max().item() < 4e-6 * plain.abs().max().item()  # outputs up to ~20 here
-
-
-@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "nhwc"])
-def test_dlgsanet_inference_path_equals_the_plain_one(monkeypatch, layout):
-    """Eval mode on a map larger than the TLC crops, so the sliced crops run too."""
-    config = {"dim": 12, "groups": 1, "blocks": 2, "idynamic_num_heads": 3, "restormer_num_heads": 2,
-              "window_size": 5, "tlc_kernel": 8, "scale": 2}
-    model = _perturbed(DLGSANet(**config), 0.05).to(memory_format=layout)
-    x = torch.rand(2, 3, 19, 14, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
-    counts = _count_calls(monkeypatch, blocks)
-    with torch.enable_grad():
-        plain = model(x)
-    assert counts == {"conv_gelu": 0, "conv_then": 0}
-    with torch.inference_mode():
-        fused = model(x)
-    assert counts == {"conv_gelu": 4, "conv_then": 8}
-    assert (fused - plain).abs().max().item() < 1e-5
+    assert counts == calls
+    assert (fused - plain).abs().max().item() < 4e-6 * max(plain.abs().max().item(), 1.0)
 
 
 def test_sliced_crops_sum_exactly_as_the_gathered_ones(monkeypatch):
@@ -133,18 +139,3 @@ def test_sliced_crops_sum_exactly_as_the_gathered_ones(monkeypatch):
         gathered = attention._attend_in_crops(qkv)
     assert torch.equal(sliced, gathered)
 
-
-@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "nhwc"])
-def test_camixersr_inference_path_equals_the_plain_one(monkeypatch, layout):
-    """Half the windows routed to attention (ratio 0.5): the same windows are chosen on both paths."""
-    model = _perturbed(CAMixerSR(n_block=(2, 1), n_group=2, n_feats=16, scale=2, ratio=0.5), 0.05)
-    model = model.to(memory_format=layout)
-    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
-    counts = _count_calls(monkeypatch, blocks)
-    with torch.enable_grad():
-        plain = model(x)
-    assert counts == {"conv_gelu": 0, "conv_then": 0}
-    with torch.inference_mode():
-        fused = model(x)
-    assert counts == {"conv_gelu": 3, "conv_then": 6}
-    assert (fused - plain).abs().max().item() < 1e-5
