@@ -7,8 +7,9 @@ Input and output are RGB in [0, 1]; any size (no windows to pad to).
 
 Two parts differ in form, not in function, from the official code:
 - The dynamic depth-wise convolution of the MHDLSA block is a CuPy CUDA kernel there (`_idynamic`): each
-  output pixel is its own k×k filter, shared by a group of channels, applied to the zero-padded input. Here
-  it is `idynamic_conv`, plain tensor ops (k² shifted multiply-adds), so it runs on any device and exports.
+  output pixel is its own k×k filter, shared by a group of channels, applied to the zero-padded input.
+  Here it is `kernels.dynamic_conv.dynamic_depthwise_conv`: tensor ops (k² shifted multiply-adds) that run
+  on any device and export, and a compiled one-pass CPU kernel in fp32 inference.
 - In eval mode the SparseGSA attention is computed, as officially (TLC, `tlc_flag`), over overlapping
   `tlc_kernel`² crops laid out by the official `grids` rule and averaged back; here the crops' positions
   are computed with tensor ops (`tlc_windows`) and gathered/scattered with index ops, any batch size, so an
@@ -29,27 +30,13 @@ from torch import nn
 from archs.blocks import DIV2K_RGB_MEAN, GatedFeedForward, UpsampleOneStep, Upsampler
 from archs.fused_conv import fusable
 from archs.registry import Family, MissingHyperParameter, StateDict, count_prefixed, shape
+from kernels.dynamic_conv import dynamic_depthwise_conv
 from kernels.tracing import is_exporting, is_graph_capture
 
 UPSAMPLERS = ("pixelshuffledirect", "pixelshuffle")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}  # SparseGSA's (relu released)
 TLC_KERNELS = {2: 96, 3: 72, 4: 48}  # the official test options' tlc_kernel per scale
 NUM_FEAT = 64  # the 'pixelshuffle' upsampler's width, fixed officially
-
-
-def idynamic_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The official IDynamic op (stride 1, dilation 1, padding (k-1)/2, odd k): x (B, C, H, W), per-pixel
-    filters weight (B, G, k, k, H, W) shared by the C/G consecutive channels of each group g:
-    out[b, c, y, x] = Σ_{i,j} weight[b, c // (C/G), i, j, y, x] · x_pad[b, c, y + i, x + j]."""
-    b, c, h, w = x.shape
-    groups, k = weight.shape[1], weight.shape[2]
-    pad = (k - 1) // 2
-    padded = F.pad(x, (pad, pad, pad, pad)).reshape(b, groups, c // groups, h + 2 * pad, w + 2 * pad)
-    out = torch.zeros_like(padded[..., :h, :w])
-    for i in range(k):
-        for j in range(k):
-            out.addcmul_(padded[..., i : i + h, j : j + w], weight[:, :, i, j].unsqueeze(2))
-    return out.reshape(b, c, h, w)
 
 
 def tlc_windows(size: int | torch.Tensor, kernel: int, device: torch.device | None = None) -> torch.Tensor:
@@ -95,7 +82,7 @@ class LayerNorm(nn.Module):
 
 class IDynamicDWConv(nn.Module):
     """The hyper-network predicting per-pixel k×k filters (1×1 to dim/4, k×k depth-wise, 1×1 to k²·groups),
-    applied by `idynamic_conv`; groups = dim / heads (the official `group_channels` is the heads)."""
+    applied by `dynamic_depthwise_conv`; groups = dim / heads (the official `group_channels` is the heads)."""
 
     def __init__(self, dim: int, kernel_size: int, heads: int) -> None:
         super().__init__()
@@ -112,7 +99,7 @@ class IDynamicDWConv(nn.Module):
         weight = self.conv2(self.conv1(x))
         b, _, h, w = weight.shape
         k = self.kernel_size
-        return idynamic_conv(x, weight.reshape(b, self.groups, k, k, h, w))
+        return dynamic_depthwise_conv(x, weight.reshape(b, self.groups, k, k, h, w))
 
 
 class IDynamicDWConvBlock(nn.Module):

@@ -26,10 +26,10 @@ executed alone (importlib), without its framework: stand-in modules take the pla
 - A2N's `from model import common`: a `model` package holding the checkout's code/model/common.py.
 - PAN's `models.archs.arch_util`: its `make_layer` (n blocks in an nn.Sequential), as the checkout has it.
 - DLGSANet's `.arch_util` (`to_2tuple`, `trunc_normal_`) and `.dlgsanet_idynamicdwconv_util`, whose op is a
-  CuPy CUDA kernel: its `IDynamicDWConv` is replaced by one with the official constructor and keys over our
-  `archs.dlgsanet.idynamic_conv`. DLGSANet's official code cannot run on CPU, so its rows time everything
-  but that op (the same in both). The stand-in also gives the `F` (torch.nn.functional) that the official
-  file uses without importing.
+  CuPy CUDA kernel: its `IDynamicDWConv` is replaced by one with the official constructor and keys over
+  our `kernels.dynamic_conv.dynamic_depthwise_conv`. DLGSANet's official code cannot run on CPU, so its
+  rows time everything but that op (the same in both). The stand-in also gives the `F`
+  (torch.nn.functional) that the official file uses without importing.
 Weights: PAN x4, CFSR x4 and A2N x2 are the official files (`--weights`, default $SR_SHARED/weights or
 ../shared/weights); the others are seeded random weights, perturbed as the tests do. The official modules run
 behind the official test path's wrapping where ours does it inside: A2N on 0..255, DRCT, Histoformer and
@@ -109,8 +109,8 @@ class Range255(nn.Module):
 
 
 class IDynamicDWConvStandIn(dlgsanet.IDynamicDWConv):
-    """The official `IDynamicDWConv` (constructor, keys `conv1`, `conv2`) over our `idynamic_conv`, in place
-    of its CuPy CUDA kernel."""
+    """The official `IDynamicDWConv` (constructor, keys `conv1`, `conv2`) over our `dynamic_depthwise_conv`,
+    in place of its CuPy CUDA kernel."""
 
     def __init__(self, channels: int, kernel_size: int, group_channels: int, bias: bool = True) -> None:
         assert bias, "the official blocks build IDynamicDWConv with bias=True"

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from kernels.backends.fused_cpu_build import BuildError, build
+from kernels.backends.fused_cpu_build import load
 from kernels.tracing import is_graph_capture
 
 SOURCE = Path(__file__).with_name("sort_cpu.cpp")
@@ -60,11 +59,8 @@ def _kernel_applies(x: Tensor, dim: int) -> bool:
 @functools.cache
 def _library() -> Callable[..., int] | None:
     """The kernel's entry point, or None when it cannot be built or loaded (a warning says so, once)."""
-    try:
-        library = ctypes.CDLL(str(build(source=SOURCE)))
-    except (BuildError, OSError) as error:
-        message = f"CPU sort kernel unavailable ({error}); using torch.sort"
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    library, _ = load(SOURCE, "the CPU sort kernel", "torch.sort")
+    if library is None:
         return None
     function = library.sr_sort_rows_f32
     function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]

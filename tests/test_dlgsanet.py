@@ -23,7 +23,8 @@ import torch
 import archs
 import sr
 from archs import MissingHyperParameter, dlgsanet
-from archs.dlgsanet import DLGSANet, idynamic_conv, tlc_windows
+from archs.dlgsanet import DLGSANet, tlc_windows
+from kernels.dynamic_conv import dynamic_depthwise_conv
 from sr.loading import network_params
 from sr.options import load_test_options, load_train_options
 from tests.helpers.detect import load
@@ -102,14 +103,15 @@ def image(seed: int, h: int, w: int, batch: int = 1) -> torch.Tensor:
 
 @pytest.mark.parametrize(("k", "groups"), [(7, 3), (5, 1), (3, 4)])
 def test_dynamic_convolution_is_the_cuda_kernel(k, groups):
-    """`idynamic_conv` equals the transcription of `idynamic_forward_kernel` (float64, odd sizes), and so do
-    its gradients (the official backward kernels compute the gradients of that same sum)."""
+    """`dynamic_depthwise_conv` (its tensor ops: float64) equals the transcription of the official
+    `idynamic_forward_kernel` (odd sizes), and so do its gradients (the official backward kernels compute the
+    gradients of that sum)."""
     g = torch.Generator().manual_seed(k)
     x = torch.randn(2, 12, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, groups, k, k, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(2, 12, 9, 11, generator=g, dtype=torch.float64)
     expected = reference.idynamic(x, weight, (k - 1) // 2)
-    got = idynamic_conv(x, weight)
+    got = dynamic_depthwise_conv(x, weight)
     assert (got - expected).abs().max().item() < 1e-12
     want_grads = torch.autograd.grad(expected, (x, weight), upstream)
     for a, b in zip(torch.autograd.grad(got, (x, weight), upstream), want_grads, strict=True):

@@ -160,10 +160,10 @@ def test_a_failed_build_falls_back_to_sdpa_and_says_why(monkeypatch):
 
 
 def test_a_library_that_cannot_be_built_is_reported_once(monkeypatch):
-    def no_compiler():
+    def no_compiler(**_):
         raise fused_cpu_build.BuildError("no C++ compiler found (set CXX, or install g++)")
 
-    monkeypatch.setattr(fused_cpu, "build", no_compiler)
+    monkeypatch.setattr(fused_cpu_build, "build", no_compiler)
     fused_cpu._library.cache_clear()
     q = torch.empty(1, 1, 1, 8)
     try:

@@ -9,6 +9,7 @@ import torch
 
 import archs
 from kernels import sort as sort_module
+from kernels.backends import fused_cpu_build
 from kernels.backends.fused_cpu_build import BuildError
 from kernels.sort import sort
 
@@ -80,7 +81,7 @@ def test_a_kernel_that_cannot_be_built_warns_once_and_falls_back(monkeypatch):
     def fail(**_):
         raise BuildError("no C++ compiler found (set CXX, or install g++)")
 
-    monkeypatch.setattr(sort_module, "build", fail)
+    monkeypatch.setattr(fused_cpu_build, "build", fail)
     sort_module._library.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from kernels.backends import reference
-from kernels.backends.fused_cpu_build import BuildError, build
+from kernels.backends.fused_cpu_build import SOURCE, load
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float32, torch.bfloat16)
@@ -73,11 +72,8 @@ def _strides(t: Tensor) -> ctypes.Array:
 def _library() -> tuple[dict[torch.dtype, Callable[..., int]] | None, str | None]:
     """The kernel's entry point per dtype and None, or None and why the library could not be built or
     loaded (decided once a process, with a warning saying so then)."""
-    try:
-        library = ctypes.CDLL(str(build()))
-    except (BuildError, OSError) as error:
-        reason = f"could not {'build' if isinstance(error, BuildError) else 'load'} it: {error}"
-        warnings.warn(f"fused CPU window attention {reason}; using SDPA", RuntimeWarning, stacklevel=2)
+    library, reason = load(SOURCE, "the fused CPU window attention", "SDPA")
+    if library is None:
         return None, reason
     functions = {}
     for dtype, name in _ENTRY_POINTS.items():

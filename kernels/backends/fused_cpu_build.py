@@ -1,5 +1,5 @@
-"""Builds the CPU kernel libraries (fused_cpu.cpp: window attention; kernels/sort_cpu.cpp: row sorts) once per
-machine and caches them.
+"""Builds the CPU kernel libraries (fused_cpu.cpp: window attention; kernels/sort_cpu.cpp: row sorts;
+kernels/dynamic_conv_cpu.cpp: DLGSANet's dynamic convolution) once per machine, caches and loads them.
 
 The library is compiled for the CPU it runs on (-march=native) and linked to the installed torch's libraries,
 so `at::parallel_for` runs on torch's own thread pool. Files are cached under `$SR_KERNELS_DIR` (default
@@ -11,11 +11,13 @@ file and rename it, so processes building at once never load a half-written libr
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,6 +41,18 @@ def compiler() -> str:
     if not named:
         raise BuildError("no C++ compiler found (set CXX, or install g++)")
     return named
+
+
+def load(source: Path, what: str, fallback: str) -> tuple[ctypes.CDLL | None, str | None]:
+    """The library built from `source`, loaded, and None; or None and why not ("could not build it: …"),
+    after a RuntimeWarning naming `what` and the `fallback` used instead. Callers cache the answer, so a
+    process warns once."""
+    try:
+        return ctypes.CDLL(str(build(source=source))), None
+    except (BuildError, OSError) as error:
+        reason = f"could not {'build' if isinstance(error, BuildError) else 'load'} it: {error}"
+        warnings.warn(f"{what}: {reason}; using {fallback}", RuntimeWarning, stacklevel=3)
+        return None, reason
 
 
 def build(directory: Path | None = None, source: Path | None = None) -> Path:
