@@ -4,7 +4,8 @@
 // One task per (image, group, output row): the group's K source rows are copied once, zero-padded, into a
 // small buffer, and each block of 16 outputs of up to 8 channels is summed in registers, every filter value
 // loaded once for all of them (the tensor-op form makes K*K passes over the whole map). The sums keep the
-// (i, j) order, so the output equals the tensor ops' (measured: bit for bit). Torch's thread pool.
+// (i, j) order: whole blocks equal the tensor ops' bit for bit where measured; a row's partial last block is
+// summed one output at a time and may differ by rounding. Torch's thread pool.
 #include <ATen/Parallel.h>
 
 #include <algorithm>

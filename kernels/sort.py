@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from kernels.backends.fused_cpu_build import load
+from kernels.backends.fused_cpu_build import entry_point
 from kernels.tracing import is_graph_capture
 
 SOURCE = Path(__file__).with_name("sort_cpu.cpp")
@@ -59,10 +59,5 @@ def _kernel_applies(x: Tensor, dim: int) -> bool:
 @functools.cache
 def _library() -> Callable[..., int] | None:
     """The kernel's entry point, or None when it cannot be built or loaded (a warning says so, once)."""
-    library, _ = load(SOURCE, "the CPU sort kernel", "torch.sort")
-    if library is None:
-        return None
-    function = library.sr_sort_rows_f32
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    return function
+    argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2
+    return entry_point(SOURCE, "the CPU sort kernel", "torch.sort", "sr_sort_rows_f32", argtypes)

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,6 +54,19 @@ def load(source: Path, what: str, fallback: str) -> tuple[ctypes.CDLL | None, st
         reason = f"could not {'build' if isinstance(error, BuildError) else 'load'} it: {error}"
         warnings.warn(f"{what}: {reason}; using {fallback}", RuntimeWarning, stacklevel=3)
         return None, reason
+
+
+def entry_point(
+    source: Path, what: str, fallback: str, symbol: str, argtypes: list
+) -> Callable[..., int] | None:
+    """`symbol` (returning a C int status) of the library `load` gives, or None where it gives none."""
+    library, _ = load(source, what, fallback)
+    if library is None:
+        return None
+    function = getattr(library, symbol)
+    function.argtypes = argtypes
+    function.restype = ctypes.c_int
+    return function
 
 
 def build(directory: Path | None = None, source: Path | None = None) -> Path:
